@@ -1,0 +1,117 @@
+"""A committee of M energy models: energies [M, B], forces [M, N, d], and their spread.
+
+All members are evaluated on the same batch and their forces come from ONE backward pass:
+positions are expanded to [M, N, d], member m reads slice m, and the gradient of the summed
+energies with respect to that expanded tensor holds every member's forces at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from advsample.models import build_model, model_name
+from advsample.structures import Batch
+
+
+@dataclass
+class CommitteeOutput:
+    """energy: [M, B] eV; forces: [M, N, d] eV/Å (None when not asked for)."""
+
+    energy: torch.Tensor
+    forces: torch.Tensor | None
+
+    @property
+    def mean_energy(self) -> torch.Tensor:
+        return self.energy.mean(0)
+
+    @property
+    def mean_forces(self) -> torch.Tensor:
+        return self.forces.mean(0)
+
+
+class Committee(nn.Module):
+    """M independently initialised energy models of the same architecture."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("a committee needs at least 2 members")
+        self.members = nn.ModuleList(members)
+
+    @classmethod
+    def build(cls, model: str, size: int, seed: int = 0, **hyperparameters) -> Committee:
+        """``size`` members of model ``model``, member m initialised with seed ``seed + m``."""
+        members = []
+        for m in range(size):
+            torch.manual_seed(seed + m)
+            members.append(build_model(model, **hyperparameters))
+        return cls(members)
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    def forward(
+        self, batch: Batch, forces: bool = True, create_graph: bool = False
+    ) -> CommitteeOutput:
+        """Energies of every member; forces by autograd when asked.
+
+        create_graph keeps the graph of the forces so a loss built on them (the attack
+        objective, a force-matching loss) can be differentiated again.
+        """
+        if not forces:
+            return CommitteeOutput(torch.stack([m(batch) for m in self.members]), None)
+        with torch.enable_grad():
+            pos = batch.positions
+            if not pos.requires_grad:
+                pos = pos.detach().requires_grad_(True)
+            expanded = pos.unsqueeze(0).expand(self.size, *pos.shape)
+            energy = torch.stack(
+                [m(batch.with_positions(expanded[i])) for i, m in enumerate(self.members)]
+            )
+            (grad,) = torch.autograd.grad(
+                energy.sum(), expanded, create_graph=create_graph or self.training
+            )
+        return CommitteeOutput(energy, -grad)
+
+    # ------------------------------------------------------------ checkpoint
+    def state(self) -> dict:
+        """A checkpoint made of tensors, numbers and strings only (loads with weights_only)."""
+        first = self.members[0]
+        return {
+            "format": "advsample.committee/1",
+            "model": model_name(first),
+            "hyperparameters": dict(first.hyperparameters),
+            "members": [m.state_dict() for m in self.members],
+        }
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(self.state(), tmp)
+        tmp.replace(path)  # atomic: a killed save never leaves a half-written checkpoint
+
+    @classmethod
+    def from_state(cls, state: dict) -> Committee:
+        if state.get("format") != "advsample.committee/1":
+            raise ValueError("not an advsample committee checkpoint")
+        members = []
+        for sd in state["members"]:
+            m = build_model(state["model"], **state["hyperparameters"])
+            m.load_state_dict(sd)
+            members.append(m)
+        return cls(members)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Committee:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"committee checkpoint {path} does not exist")
+        committee = cls.from_state(torch.load(path, weights_only=True, map_location="cpu"))
+        committee.eval()
+        return committee
