@@ -193,12 +193,10 @@ class Batch:
         if index.dtype == torch.bool:
             index = torch.nonzero(index).flatten()
         index = index.long().flatten()
-        n_atoms = self.n_atoms
-        off = self.offsets
-        atom_idx = torch.cat(
-            [torch.arange(int(off[i]), int(off[i + 1])) for i in index.tolist()]
-        ) if len(index) else torch.zeros(0, dtype=torch.long)
-        sizes = n_atoms[index]
+        sizes = self.n_atoms[index]
+        starts = self.offsets[index]
+        first = torch.cumsum(sizes, 0) - sizes  # where each selected structure begins
+        atom_idx = torch.repeat_interleave(starts - first, sizes) + torch.arange(int(sizes.sum()))
         return Batch(
             positions=self.positions[atom_idx],
             numbers=self.numbers[atom_idx],

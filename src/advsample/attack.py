@@ -1,0 +1,242 @@
+"""The adversarial objective and its batched optimisation over displacements δ.
+
+For a structure X with N atoms (METHOD.md section 2):
+
+    e(X)     = (Ē(X) − Σ_i ε_{Z_i}) / N                     per-atom energy, eV/atom
+    log Q    = log( (1/K) Σ_k exp(−e_k / kT) )               over the K training structures
+    log L(X) = log σ²_F(X) − e(X)/kT − log Q
+
+ε are per-element reference energies fitted by least squares on the training set, and e_k
+uses the same definition with the training labels, so Q and p(X) = exp(−e/kT)/Q compare like
+with like. Maximising log L has the same maxima as L = σ²_F · p without underflow.
+
+The attack optimises δ with Adam for all seeds at once (every structure in one batch; the
+summed objective gives each seed its own gradient because structures do not interact) and
+keeps for each seed the step with the highest objective that satisfies the constraints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from advsample.committee import Committee
+from advsample.geometry import min_interatomic_distance
+from advsample.models.base import fit_element_energies
+from advsample.structures import Batch
+from advsample.uncertainty import force_variance
+
+
+@dataclass
+class BoltzmannPrior:
+    """p(X) = exp(−e(X)/kT) / Q with e per atom after reference subtraction.
+
+    kT: eV per atom; element_energy: ε [119] eV; log_q: log Q; e_min: lowest training e (eV).
+    """
+
+    kT: float
+    element_energy: torch.Tensor
+    log_q: float
+    e_min: float
+
+    @classmethod
+    def from_training(cls, training: Batch, kT: float) -> BoltzmannPrior:
+        """Fit ε and Q on the labelled training structures (energies [K] in eV)."""
+        if kT <= 0:
+            raise ValueError("kT must be positive")
+        eps, _ = fit_element_energies(training)
+        prior = cls(kT=kT, element_energy=eps, log_q=0.0, e_min=0.0)
+        e = prior.per_atom_energy(training.energy.to(torch.float64), training)
+        log_q = torch.logsumexp(-e / kT, 0) - math.log(e.numel())
+        return cls(kT=kT, element_energy=eps, log_q=float(log_q), e_min=float(e.min()))
+
+    def per_atom_energy(self, energy: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Total energies [B] (eV) -> e [B] (eV/atom) after subtracting Σ ε_Z."""
+        ref = torch.zeros(batch.n_structures, dtype=energy.dtype, device=energy.device)
+        ref = ref.index_add(0, batch.structure, self.element_energy.to(energy.dtype)[batch.numbers])
+        return (energy - ref) / batch.n_atoms.to(energy.dtype)
+
+    def log_probability(self, energy: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """log p(X) = −e(X)/kT − log Q, [B]."""
+        return -self.per_atom_energy(energy, batch) / self.kT - self.log_q
+
+
+@dataclass
+class AttackConfig:
+    """Settings of the attack. Lengths in Å (or toy units), energies in eV.
+
+    steps: Adam steps T; lr: Adam learning rate on δ; init_scale: δ0, std of the initial δ;
+    restarts: attacks per seed; reduce: σ²_F over atoms (mean, max, sum);
+    max_displacement: bound on each atom's |δ| (None: unbounded);
+    box: (lo, hi) bounds on every coordinate of X0 + δ (toys);
+    min_distance: smallest allowed interatomic distance (steps below it are not kept);
+    energy_ceiling: largest allowed e(X) − min_k e_k, eV/atom (steps above are not kept);
+    remove_translation: subtract each structure's mean δ (atoms; off for one-point toys).
+    """
+
+    steps: int = 300
+    lr: float = 0.01
+    init_scale: float = 0.01
+    restarts: int = 1
+    reduce: str = "mean"
+    max_displacement: float | None = None
+    box: tuple[float, float] | None = None
+    min_distance: float | None = None
+    energy_ceiling: float | None = None
+    remove_translation: bool = True
+    seed: int = 0
+    progress: bool = False
+
+
+@dataclass
+class Candidates:
+    """Proposed structures and their scores, one entry per structure (B).
+
+    batch: the structures; objective: log L; uncertainty: σ²_F (eV/Å)²; energy: committee
+    mean energy (eV); parent: index of the seed structure; step: attack step kept (−1 for
+    samplers without steps); displacement: largest per-atom |X − X_seed| (Å);
+    feasible: whether the structure satisfies the sampler's constraints.
+    """
+
+    batch: Batch
+    objective: torch.Tensor
+    uncertainty: torch.Tensor
+    energy: torch.Tensor
+    parent: torch.Tensor
+    step: torch.Tensor
+    displacement: torch.Tensor
+    feasible: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.batch.n_structures
+
+    def select(self, index) -> Candidates:
+        index = torch.as_tensor(index, dtype=torch.long)
+        return Candidates(
+            batch=self.batch.select(index),
+            **{k: getattr(self, k)[index] for k in
+               ("objective", "uncertainty", "energy", "parent", "step", "displacement",
+                "feasible")},
+        )
+
+
+def score(committee: Committee, batch: Batch, prior: BoltzmannPrior, reduce: str = "mean",
+          create_graph: bool = False):
+    """(log L [B], σ²_F [B], mean energy [B]) of ``batch`` under ``committee``."""
+    out = committee(batch, forces=True, create_graph=create_graph)
+    var = force_variance(out.forces, batch.structure, batch.n_structures, reduce)
+    mean_e = out.mean_energy
+    objective = torch.log(var.clamp_min(1e-300)) + prior.log_probability(mean_e, batch)
+    return objective, var, mean_e
+
+
+def constraints_hold(batch: Batch, mean_energy: torch.Tensor, prior: BoltzmannPrior,
+                     cfg: AttackConfig) -> torch.Tensor:
+    """bool [B]: minimum distance and energy ceiling satisfied, everything finite."""
+    ok = torch.isfinite(mean_energy)
+    if cfg.energy_ceiling is not None:
+        e = prior.per_atom_energy(mean_energy.detach(), batch)
+        ok &= (e - prior.e_min) <= cfg.energy_ceiling
+    if cfg.min_distance is not None:
+        ok &= min_interatomic_distance(batch) >= cfg.min_distance
+    return ok
+
+
+def project(delta: torch.Tensor, seeds: Batch, cfg: AttackConfig) -> torch.Tensor:
+    """Map displacements [N, d] onto the allowed set (in place), and return them."""
+    if cfg.remove_translation:
+        sums = torch.zeros(seeds.n_structures, delta.shape[1], dtype=delta.dtype)
+        mean = sums.index_add(0, seeds.structure, delta) / seeds.n_atoms.unsqueeze(1)
+        multi = (seeds.n_atoms > 1)[seeds.structure].unsqueeze(1)
+        delta.sub_(torch.where(multi, mean[seeds.structure], torch.zeros_like(delta)))
+    if cfg.max_displacement is not None:
+        norm = delta.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        delta.mul_(torch.clamp(cfg.max_displacement / norm, max=1.0))
+    if cfg.box is not None:
+        lo, hi = cfg.box
+        delta.copy_((seeds.positions + delta).clamp(lo, hi) - seeds.positions)
+    if seeds.fixed is not None:
+        delta[seeds.fixed] = 0.0
+    return delta
+
+
+def largest_atom_displacement(delta: torch.Tensor, seeds: Batch) -> torch.Tensor:
+    out = torch.zeros(seeds.n_structures, dtype=delta.dtype)
+    norms = delta.detach().norm(dim=1)
+    return out.scatter_reduce(0, seeds.structure, norms, reduce="amax", include_self=False)
+
+
+def attack(committee: Committee, seeds: Batch, prior: BoltzmannPrior,
+           cfg: AttackConfig | None = None, record_history: bool = False):
+    """Maximise log L over δ for every seed (× restarts) in one batched optimisation.
+
+    Returns Candidates (one per seed and restart, positions X0 + δ at the best feasible step;
+    ``feasible`` False where no step satisfied the constraints) and, with record_history, the
+    objective at every evaluated step, a tensor [T + 1, B].
+    """
+    cfg = cfg or AttackConfig()
+    committee.eval()
+    for p in committee.parameters():
+        p.requires_grad_(False)
+    try:
+        return _attack(committee, seeds, prior, cfg, record_history)
+    finally:
+        for p in committee.parameters():
+            p.requires_grad_(True)
+
+
+def _attack(committee, seeds, prior, cfg, record_history):
+    parent = torch.arange(seeds.n_structures).repeat_interleave(cfg.restarts)
+    seeds = seeds.without_labels().repeat(cfg.restarts)
+    x0 = seeds.positions.detach()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    delta = torch.randn(x0.shape, generator=gen, dtype=x0.dtype) * cfg.init_scale
+    delta = project(delta, seeds, cfg).requires_grad_(True)
+    opt = torch.optim.Adam([delta], lr=cfg.lr)
+
+    b = seeds.n_structures
+    best_obj = torch.full((b,), -math.inf, dtype=x0.dtype)
+    best_var = torch.zeros(b, dtype=x0.dtype)
+    best_e = torch.full((b,), math.nan, dtype=x0.dtype)
+    best_step = torch.full((b,), -1, dtype=torch.long)
+    best_delta = delta.detach().clone()
+    history = []
+    for t in tqdm(range(cfg.steps + 1), desc="attack", disable=not cfg.progress, leave=False):
+        batch = seeds.with_positions(x0 + delta)
+        objective, var, mean_e = score(committee, batch, prior, cfg.reduce,
+                                       create_graph=t < cfg.steps)
+        with torch.no_grad():
+            ok = constraints_hold(batch, mean_e, prior, cfg) & torch.isfinite(objective)
+            better = ok & (objective > best_obj)
+            best_obj = torch.where(better, objective, best_obj)
+            best_var = torch.where(better, var, best_var)
+            best_e = torch.where(better, mean_e, best_e)
+            best_step = torch.where(better, torch.full_like(best_step, t), best_step)
+            atom_better = better[seeds.structure].unsqueeze(1)
+            best_delta = torch.where(atom_better, delta.detach(), best_delta)
+            if record_history:
+                history.append(objective.detach().clone())
+        if t == cfg.steps:
+            break
+        opt.zero_grad(set_to_none=True)
+        (-objective.sum()).backward()
+        opt.step()
+        with torch.no_grad():
+            project(delta, seeds, cfg)
+
+    candidates = Candidates(
+        batch=seeds.with_positions(x0 + best_delta),
+        objective=best_obj,
+        uncertainty=best_var,
+        energy=best_e,
+        parent=parent,
+        step=best_step,
+        displacement=largest_atom_displacement(best_delta, seeds),
+        feasible=best_step >= 0,
+    )
+    if record_history:
+        return candidates, torch.stack(history)
+    return candidates

@@ -1,0 +1,194 @@
+"""Where oracle calls run: in this process, in local worker processes, or on a Dask cluster.
+
+Every executor has the same call::
+
+    with make_executor("processes", workers=4) as executor:
+        executor.label(oracle, [(row_id, atoms), ...], on_result=store.record)
+
+``on_result(row_id, result)`` runs in the calling process as soon as each label is done (in
+completion order, not input order), so results can be committed one by one. An error inside
+a worker (including a worker that died) becomes a failed :class:`LabelResult`; it is never
+raised.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from ase import Atoms
+from tqdm.auto import tqdm
+
+from advsample.oracles.base import LabelResult, Oracle, describe_exception
+
+Items = Sequence[tuple[int, Atoms]]
+OnResult = Callable[[int, LabelResult], None]
+
+
+def _label_one(oracle: Oracle, atoms: Atoms) -> LabelResult:
+    """The task each worker runs (module level so it pickles by reference); an oracle that
+    breaks its never-raise contract still yields a failed result."""
+    try:
+        return oracle.label(atoms)
+    except Exception as exc:
+        return LabelResult.failed(f"oracle raised {describe_exception(exc)}")
+
+
+class Executor(ABC):
+    """Runs ``oracle.label`` over many structures; a context manager that closes itself."""
+
+    def label(
+        self, oracle: Oracle, items: Items, on_result: OnResult, progress: bool = True
+    ) -> None:
+        """Label each (row_id, atoms) of ``items``; call ``on_result(row_id, result)`` per item,
+        once, as each finishes. ``progress`` shows a tqdm bar."""
+        if not items:
+            return
+        with tqdm(total=len(items), desc=f"labelling ({oracle.name})", disable=not progress) as bar:
+            for row_id, result in self._run(oracle, items):
+                on_result(row_id, result)
+                bar.update()
+
+    @abstractmethod
+    def _run(self, oracle: Oracle, items: Items):
+        """Yield (row_id, LabelResult) in completion order, exactly once per item."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the workers."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class InProcessExecutor(Executor):
+    """Labels one structure after the other in the calling process."""
+
+    def _run(self, oracle, items):
+        for row_id, atoms in items:
+            yield row_id, _label_one(oracle, atoms)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class ProcessExecutor(Executor):
+    """A pool of ``workers`` local processes, started with "spawn" (safe with torch loaded).
+
+    Each worker gets ``OMP_NUM_THREADS = cpu_count // workers`` unless the variable is set
+    already, so the workers' OpenMP codes (tblite, PySCF) do not oversubscribe the cores.
+    The pool is started on first use and reused until :meth:`close`.
+    """
+
+    def __init__(self, workers: int = 2):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _run(self, oracle, items):
+        if self._pool is None:
+            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_limit_threads,
+                initargs=(threads,),
+            )
+        futures = {self._pool.submit(_label_one, oracle, atoms): row_id for row_id, atoms in items}
+        broken = False
+        for future in as_completed(futures):
+            broken |= isinstance(future.exception(), BrokenProcessPool)
+            yield futures[future], _result_of(future)
+        if broken:  # a worker died and took the pool with it: start a fresh one next time
+            self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+class DaskExecutor(Executor):
+    """Tasks on a Dask cluster: a new ``LocalCluster`` of ``workers`` single-threaded processes
+    when ``address`` is None, else the running scheduler at ``address`` (e.g. one started by
+    dask-jobqueue on SLURM). Connects on first use; :meth:`close` shuts down a cluster it
+    started and disconnects from one it did not.
+    """
+
+    def __init__(self, workers: int = 2, address: str | None = None):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = workers
+        self.address = address
+        self._client = None
+        self._cluster = None
+
+    def _connect(self):
+        from distributed import Client, LocalCluster
+
+        if self._client is None:
+            if self.address is None:
+                self._cluster = LocalCluster(
+                    n_workers=self.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
+                self._client = Client(self._cluster)
+            else:
+                self._client = Client(self.address)
+        return self._client
+
+    def _run(self, oracle, items):
+        from distributed import as_completed as dask_completed
+
+        client = self._connect()
+        futures = {
+            client.submit(_label_one, oracle, atoms, pure=False): row_id for row_id, atoms in items
+        }
+        for future in dask_completed(futures):
+            yield futures[future], _result_of(future)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+
+def make_executor(
+    kind: str = "inprocess", workers: int = 2, address: str | None = None
+) -> Executor:
+    """An executor by name: "inprocess", "processes" (``workers`` local processes) or "dask"
+    (a LocalCluster of ``workers`` processes, or the scheduler at ``address``)."""
+    if kind == "inprocess":
+        return InProcessExecutor()
+    if kind == "processes":
+        return ProcessExecutor(workers)
+    if kind == "dask":
+        return DaskExecutor(workers, address)
+    raise ValueError(f"unknown executor {kind!r}; choose 'inprocess', 'processes' or 'dask'")
+
+
+def _limit_threads(threads: int) -> None:
+    """Worker initializer: cap OpenMP threads before the oracle's libraries load."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+def _result_of(future) -> LabelResult:
+    """The future's LabelResult, or a failed one (0 s) when the task itself raised."""
+    try:
+        return future.result()
+    except Exception as exc:  # a dead worker, an unpicklable oracle, a lost connection, ...
+        return LabelResult.failed(f"worker error: {describe_exception(exc)}")

@@ -1,0 +1,81 @@
+"""Analytic potential-energy surfaces used as ground truth for the toy benchmarks.
+
+Each surface evaluates many points at once: ``evaluate(x [B, d]) -> (energy [B], forces [B, d])``
+and ``label(batch)`` returns the batch with these labels attached (one point per structure).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from advsample.structures import Batch
+
+
+class AnalyticSurface:
+    """A d-dimensional surface on a square box [lo, hi]^d; subclasses give energy and forces."""
+
+    name = "analytic"
+    dim = 1
+
+    def __init__(self, box: tuple[float, float] = (-1.2, 1.2)):
+        self.box = (float(box[0]), float(box[1]))
+
+    def energy(self, x: np.ndarray) -> np.ndarray:
+        """x [B, d] -> E [B]."""
+        raise TypeError(f"{type(self).__name__} defines no energy")
+
+    def forces(self, x: np.ndarray) -> np.ndarray:
+        """x [B, d] -> F = −∇E [B, d]."""
+        raise TypeError(f"{type(self).__name__} defines no forces")
+
+    def evaluate(self, x) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(x, dtype=float)
+        return self.energy(x), self.forces(x)
+
+    def label(self, batch: Batch) -> Batch:
+        e, f = self.evaluate(batch.positions.detach().cpu().numpy())
+        return batch.with_labels(torch.as_tensor(e, dtype=batch.dtype),
+                                 torch.as_tensor(f, dtype=batch.dtype))
+
+    def grid(self, resolution: int) -> np.ndarray:
+        """A regular grid over the box, [resolution**d, d]."""
+        axes = np.meshgrid(*[np.linspace(*self.box, resolution)] * self.dim, indexing="xy")
+        return np.stack([a.ravel() for a in axes], axis=1)
+
+    def max_energy_in_box(self) -> float:
+        """Highest true energy on the box (fine grid; both surfaces peak at a corner)."""
+        return float(self.energy(self.grid(401 if self.dim == 2 else 4001)).max())
+
+
+class DoubleWell2D(AnalyticSurface):
+    """E(x, y) = 10x⁴ − 10x² + 2x + 4y⁴ (METHOD.md section 7).
+
+    Deep well at x ≈ −0.75 (E ≈ −3.96), shallow well at x ≈ 0.651 (E ≈ −1.14), barrier near
+    x ≈ 0.1 (E ≈ 0.1).
+    """
+
+    name = "double_well_2d"
+    dim = 2
+
+    def energy(self, x):
+        return 10 * x[:, 0] ** 4 - 10 * x[:, 0] ** 2 + 2 * x[:, 0] + 4 * x[:, 1] ** 4
+
+    def forces(self, x):
+        return -np.stack([40 * x[:, 0] ** 3 - 20 * x[:, 0] + 2, 16 * x[:, 1] ** 3], axis=1)
+
+
+class DoubleWell1D(AnalyticSurface):
+    """E(x) = 10x⁴ − 10x² + 2x: the 2D surface without its y term."""
+
+    name = "double_well_1d"
+    dim = 1
+
+    def energy(self, x):
+        return 10 * x[:, 0] ** 4 - 10 * x[:, 0] ** 2 + 2 * x[:, 0]
+
+    def forces(self, x):
+        return -(40 * x[:, 0] ** 3 - 20 * x[:, 0] + 2)[:, None]
+
+
+SURFACES = {s.name: s for s in (DoubleWell2D, DoubleWell1D)}

@@ -1,0 +1,118 @@
+"""The oracle protocol: ground-truth labels (energy, forces) for one structure at a time.
+
+An oracle is a small picklable object: its constructor only stores settings, and the ASE
+calculator that does the work is built lazily (:meth:`Oracle.calculator`) in whichever process
+calls :meth:`Oracle.label`, so oracles can be shipped to a process pool or a Dask worker.
+
+Units follow ASE: energies in eV, forces in eV/Å, wall times in seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+
+MAX_MESSAGE = 300  # characters kept of a failure message
+
+
+@dataclass
+class LabelResult:
+    """The outcome of one oracle call.
+
+    energy:  total energy (eV), None when failed
+    forces:  float [n_atoms, 3] (eV/Å), None when failed
+    status:  "ok" or "failed"
+    message: one line; empty when ok, the reason when failed
+    seconds: wall time of the call (s)
+    """
+
+    energy: float | None
+    forces: np.ndarray | None
+    status: Literal["ok", "failed"]
+    message: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @classmethod
+    def failed(cls, message: str, seconds: float = 0.0) -> LabelResult:
+        """A failed result whose message is cut to one line of at most ``MAX_MESSAGE`` chars."""
+        line = " ".join(str(message).split())
+        return cls(None, None, "failed", line[:MAX_MESSAGE], seconds)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"TypeName: message"`` on one line."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Oracle(ABC):
+    """Base class of all oracles.
+
+    Subclasses set ``name`` (short, human readable) and ``settings`` (JSON-serialisable; for
+    the oracles of this package, ``make_oracle(oracle.settings)`` rebuilds an equal oracle) in
+    their constructor and implement :meth:`_build_calculator`.
+    """
+
+    name: str
+    settings: dict[str, Any]
+    _calc: Calculator | None = None
+
+    @abstractmethod
+    def _build_calculator(self) -> Calculator:
+        """A fresh ASE calculator for these settings."""
+
+    def calculator(self) -> Calculator:
+        """The ASE calculator of this oracle, built on first use in the calling process.
+
+        Use it to drive ASE dynamics or finite differences with the oracle
+        (see :mod:`advsample.initial_data`). It raises on failure like any ASE calculator.
+        """
+        if self._calc is None:
+            self._calc = self._build_calculator()
+        return self._calc
+
+    def label(self, atoms: Atoms) -> LabelResult:
+        """Energy (eV) and forces [n, 3] (eV/Å) of ``atoms``; never raises.
+
+        Any exception, a non-finite result, forces of the wrong shape or a non-converged SCF
+        (which the calculators raise as errors) give ``status="failed"`` with a one-line message.
+        ``atoms`` itself is not modified.
+        """
+        start = time.perf_counter()
+        try:
+            work = atoms.copy()
+            work.calc = self.calculator()
+            energy = float(work.get_potential_energy())
+            forces = np.array(work.get_forces(), dtype=float)
+        except Exception as exc:  # every failure becomes a failed label
+            self._calc = None  # a calculator that failed may hold a broken state
+            return LabelResult.failed(describe_exception(exc), time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        if not np.isfinite(energy):
+            return LabelResult.failed(f"non-finite energy {energy}", seconds)
+        if forces.shape != (len(atoms), 3):
+            return LabelResult.failed(
+                f"forces have shape {forces.shape}, expected ({len(atoms)}, 3)", seconds
+            )
+        if not np.isfinite(forces).all():
+            return LabelResult.failed("non-finite forces", seconds)
+        return LabelResult(energy, forces, "ok", "", seconds)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the settings only; the calculator is rebuilt where the oracle lands."""
+        state = self.__dict__.copy()
+        state.pop("_calc", None)
+        return state
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings!r})"

@@ -1,0 +1,15 @@
+"""Shared fixtures: seeded RNG per test, each test in its own temporary directory."""
+
+import numpy as np
+import pytest
+import torch
+
+# Tolerances by dtype for comparisons with finite differences.
+FD_TOL = {torch.float64: 1e-6, torch.float32: 1e-3}
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_tmpdir(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    np.random.seed(0)
+    monkeypatch.chdir(tmp_path)

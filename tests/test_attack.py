@@ -1,0 +1,159 @@
+import numpy as np
+import pytest
+import torch
+
+from advsample.attack import AttackConfig, BoltzmannPrior, attack, score
+from advsample.committee import Committee
+from advsample.structures import Batch
+from conftest import FD_TOL
+
+
+def _molecules(sizes, elements, seed=0):
+    """Random multi-atom structures (3D) with two elements, labelled with random energies."""
+    g = torch.Generator().manual_seed(seed)
+    numbers = torch.cat([torch.tensor(elements[:n]) for n in sizes])
+    n = int(sum(sizes))
+    return Batch(
+        positions=torch.randn(n, 3, generator=g, dtype=torch.float64),
+        numbers=numbers,
+        structure=torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)),
+        cell=torch.zeros(len(sizes), 3, 3, dtype=torch.float64),
+        pbc=torch.zeros(len(sizes), 3, dtype=torch.bool),
+        energy=torch.randn(len(sizes), generator=g, dtype=torch.float64) * 2 - 10,
+    )
+
+
+@pytest.mark.parametrize("reduce", ["mean", "max", "sum"])
+def test_objective_equals_numpy_formula(reduce):
+    training = _molecules([3, 4, 2, 3, 4, 3], [7, 1, 1, 1])
+    probe = _molecules([4, 2, 3], [7, 1, 1, 1], seed=5).without_labels()
+    kT = 0.7
+    committee = Committee.build("mlp", 4, dim=3, width=8, depth=2).eval()
+    prior = BoltzmannPrior.from_training(training, kT)
+    objective, var, mean_e = score(committee, probe, prior, reduce)
+
+    # independent computation in numpy
+    out = committee(probe)
+    F = out.forces.detach().numpy()  # [M, N, 3]
+    E = out.energy.detach().numpy()  # [M, B]
+    s = probe.structure.numpy()
+    per_atom = F.var(axis=0).mean(axis=1)  # population variance over members, mean over xyz
+    red = {"mean": np.mean, "max": np.max, "sum": np.sum}[reduce]
+    sigma2 = np.array([red(per_atom[s == b]) for b in range(probe.n_structures)])
+    # least-squares element energies on training compositions
+    def counts(batch):
+        st, z = batch.structure.numpy(), batch.numbers.numpy()
+        return np.array([[np.sum((st == b) & (z == el)) for el in (1, 7)]
+                         for b in range(batch.n_structures)], float)
+    A, Et = counts(training), training.energy.numpy()
+    eps = np.linalg.lstsq(A, Et, rcond=None)[0]
+    n_train = A.sum(1)
+    e_train = (Et - A @ eps) / n_train
+    Q = np.mean(np.exp(-e_train / kT))
+    Ap = counts(probe)
+    e_probe = (E.mean(0) - Ap @ eps) / Ap.sum(1)
+    L = sigma2 * np.exp(-e_probe / kT) / Q
+
+    np.testing.assert_allclose(var.detach().numpy(), sigma2, rtol=1e-10)
+    np.testing.assert_allclose(mean_e.detach().numpy(), E.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(objective.detach().numpy(), np.log(L), rtol=1e-9, atol=1e-9)
+
+
+def test_objective_gradient_equals_finite_differences():
+    training = _molecules([3, 3, 3], [7, 1, 1])
+    probe = _molecules([3, 3], [7, 1, 1], seed=3).without_labels()
+    committee = Committee.build("mlp", 3, dim=3, width=8, depth=2).eval()
+    prior = BoltzmannPrior.from_training(training, 0.5)
+    delta = torch.zeros_like(probe.positions, requires_grad=True)
+
+    def total(d):
+        return score(committee, probe.with_positions(probe.positions + d), prior,
+                     create_graph=True)[0].sum()
+
+    (grad,) = torch.autograd.grad(total(delta), delta)
+    h = 1e-6
+    fd = torch.zeros_like(grad)
+    with torch.no_grad():
+        for a in range(grad.shape[0]):
+            for j in range(3):
+                d = torch.zeros_like(grad)
+                d[a, j] = h
+                fd[a, j] = (total(d) - total(-d)) / (2 * h)
+    torch.testing.assert_close(grad, fd, atol=FD_TOL[torch.float64] * 10, rtol=1e-5)
+
+
+def _toy_setup(n_seeds=50):
+    from advsample.loop import initial_points
+    from advsample.oracles.analytic import DoubleWell2D
+    from advsample.train import TrainConfig, fit
+
+    surface = DoubleWell2D()
+    training = initial_points(surface, 400, -2.0, seed=0)
+    committee = Committee.build("mlp", 4, dim=2, width=32, depth=2)
+    fit(committee, training, TrainConfig(epochs=150, patience=1000))
+    prior = BoltzmannPrior.from_training(training, 5.0)
+    return surface, training, committee, prior
+
+
+def test_attack_raises_objective_and_reports_best_step():
+    surface, training, committee, prior = _toy_setup()
+    seeds = training.without_labels()
+    cfg = AttackConfig(steps=60, lr=0.02, init_scale=0.0, box=surface.box,
+                       remove_translation=False)
+    cands, history = attack(committee, seeds, prior, cfg, record_history=True)
+    start = history[0]
+    assert (cands.objective > start).all()  # every seed improved
+    best, arg = history.max(dim=0)
+    torch.testing.assert_close(cands.objective, best)
+    assert torch.equal(cands.step, arg)
+    # the returned geometry is the one of the reported step
+    again, _, _ = score(committee, cands.batch, prior)
+    torch.testing.assert_close(again.detach(), cands.objective, rtol=1e-9, atol=1e-9)
+    lo, hi = surface.box
+    assert (cands.batch.positions >= lo).all() and (cands.batch.positions <= hi).all()
+
+
+def test_constraints_bound_the_displacement_and_freeze_atoms():
+    training = _molecules([4] * 6, [7, 1, 1, 1])
+    committee = Committee.build("mlp", 3, dim=3, width=8, depth=2).eval()
+    prior = BoltzmannPrior.from_training(training, 1.0)
+    seeds = training.without_labels()
+    seeds.fixed = torch.zeros(seeds.positions.shape[0], dtype=torch.bool)
+    seeds.fixed[0] = True
+    cfg = AttackConfig(steps=40, lr=0.05, max_displacement=0.1, restarts=2)
+    cands = attack(committee, seeds, prior, cfg)
+    x0 = seeds.repeat(2).positions
+    delta = cands.batch.positions - x0
+    assert delta.norm(dim=1).max() <= 0.1 + 1e-9
+    assert torch.equal(cands.batch.positions[0], x0[0])  # frozen atom of the first copy
+    assert cands.parent.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert (cands.displacement <= 0.1 + 1e-9).all()
+
+
+def test_net_translation_is_removed():
+    training = _molecules([4] * 5, [7, 1, 1, 1])
+    committee = Committee.build("mlp", 3, dim=3, width=8, depth=2).eval()
+    prior = BoltzmannPrior.from_training(training, 1.0)
+    cands = attack(committee, training.without_labels(), prior, AttackConfig(steps=20, lr=0.05))
+    delta = (cands.batch.positions - training.positions).reshape(5, 4, 3)
+    torch.testing.assert_close(delta.mean(1), torch.zeros(5, 3, dtype=torch.float64),
+                               atol=1e-12, rtol=0)
+
+
+def test_min_distance_and_energy_ceiling_reject_steps():
+    training = _molecules([3] * 4, [7, 1, 1])
+    committee = Committee.build("mlp", 3, dim=3, width=8, depth=2).eval()
+    prior = BoltzmannPrior.from_training(training, 1.0)
+    cfg = AttackConfig(steps=10, min_distance=1e6)  # impossible: nothing feasible
+    cands = attack(committee, training.without_labels(), prior, cfg)
+    assert not cands.feasible.any()
+    assert (cands.step == -1).all()
+
+
+def test_one_call_attacks_a_thousand_seeds():
+    surface, training, committee, prior = _toy_setup()
+    seeds = training.without_labels().repeat(1000 // training.n_structures + 1)
+    assert seeds.n_structures >= 1000
+    cands = attack(committee, seeds, prior, AttackConfig(steps=5, box=surface.box,
+                                                         remove_translation=False))
+    assert len(cands) == seeds.n_structures and cands.feasible.all()

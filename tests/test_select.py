@@ -1,0 +1,53 @@
+import torch
+
+from advsample.attack import Candidates
+from advsample.select import SelectConfig, kabsch_rmsd, select
+from advsample.structures import Batch
+
+
+def _candidates(points, objective, uncertainty):
+    n = len(points)
+    return Candidates(
+        batch=Batch.from_points(points),
+        objective=torch.as_tensor(objective, dtype=torch.float64),
+        uncertainty=torch.as_tensor(uncertainty, dtype=torch.float64),
+        energy=torch.zeros(n, dtype=torch.float64),
+        parent=torch.zeros(n, dtype=torch.long),
+        step=torch.zeros(n, dtype=torch.long),
+        displacement=torch.zeros(n, dtype=torch.float64),
+        feasible=torch.ones(n, dtype=torch.bool),
+    )
+
+
+def test_gate_dedup_and_cap():
+    training = Batch.from_points([[0.0, 0.0], [1.0, 1.0]])
+    points = [[0.0, 0.001],  # duplicate of training point
+              [0.5, 0.5], [0.5, 0.5005],  # near-duplicates of each other
+              [0.9, 0.1],  # below the gate
+              [-0.5, 0.2], [0.3, -0.7]]
+    cands = _candidates(points, [9, 8, 7.9, 10, 5, 4], [1, 1, 1, 0.01, 1, 1])
+    cfg = SelectConfig(max_new=2, min_separation=0.01)
+    chosen = select(cands, training, threshold=0.1, cfg=cfg)
+    assert chosen.tolist() == [1, 4]  # ranked by objective, dup/gated skipped, capped at 2
+    cfg.max_new = 10
+    assert select(cands, training, 0.1, cfg).tolist() == [1, 4, 5]
+
+
+def test_infeasible_candidates_are_never_chosen():
+    cands = _candidates([[0.2, 0.2], [0.4, 0.4]], [1, 2], [1, 1])
+    cands.feasible[1] = False
+    chosen = select(cands, Batch.from_points([[5.0, 5.0]]), 0.0, SelectConfig())
+    assert chosen.tolist() == [0]
+
+
+def test_kabsch_rmsd_ignores_rotation_and_translation():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(1, 5, 3, generator=g, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    if torch.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    b = a @ q.T + torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    assert kabsch_rmsd(a, b).item() < 1e-7
+    c = a.clone()
+    c[0, 0, 0] += 0.5
+    assert kabsch_rmsd(a, c).item() > 0.05
