@@ -1,4 +1,8 @@
 """Shared fixtures: seeded RNG per test, each test in its own temporary directory."""
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import pytest

@@ -74,7 +74,7 @@ def processes():
 @pytest.mark.parametrize("kind", ["inprocess", "processes"])
 def test_labels_match_direct_calls(kind, processes):
     executor = processes if kind == "processes" else make_executor("inprocess")
-    for oracle, items in [(make_oracle({"type": "emt"}), cu_cells()), (XTBOracle(), nh3_items())]:
+    for oracle, items in [(make_oracle({"type": "emt"}), cu_cells()), (XTBOracle(), nh3_items(2))]:
         assert_same_labels(collect(executor, oracle, items, progress=True), oracle, items)
 
 

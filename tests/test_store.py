@@ -138,13 +138,16 @@ def test_unlabelled_frames_import_as_pending_when_labels_are_optional(store, tmp
 def _write_text(text):
     def write(path):
         path.write_text(text)
+
     return write
 
 
 def _write_frames(second_frame):
     """A good first frame and a bad second one (so messages must name frame 1)."""
+
     def write(path):
         ase.io.write(path, [labelled_nh3(0), second_frame()], format="extxyz")
+
     return write
 
 
@@ -164,27 +167,50 @@ def _unlabelled():
     return molecule("NH3")
 
 
-GOOD = "2\nenergy=-1.0 Properties=species:S:1:pos:R:3:forces:R:3\n" \
-       "H 0 0 0 0 0 0.1\nH 0 0 0.74 0 0 -0.1\n"
+GOOD = (
+    "2\nenergy=-1.0 Properties=species:S:1:pos:R:3:forces:R:3\n"
+    "H 0 0 0 0 0 0.1\nH 0 0 0.74 0 0 -0.1\n"
+)
 
 BAD_INPUTS = {
     "missing file": (None, FileNotFoundError, "no such file"),
     "empty file": (_write_text(""), StructureError, "contains no structures"),
-    "malformed": (_write_text(GOOD + "3\n\nH 0 0 0\n"), StructureError,
-                  "frame 1: malformed extxyz"),
-    "not numbers": (_write_text(GOOD + GOOD.replace("0.74", "abc")), StructureError,
-                    "frame 1: malformed extxyz"),
-    "unknown element": (_write_text(GOOD + GOOD.replace("H 0 0 0 ", "Xq 0 0 0 ")),
-                        StructureError, "frame 1: unknown element 'Xq'"),
-    "dummy element": (_write_text(GOOD + GOOD.replace("H 0 0 0 ", "X 0 0 0 ")),
-                      StructureError, "frame 1: atom 0 has unknown element"),
-    "nan coordinates": (_write_frames(_nan_coordinates), StructureError,
-                        "frame 1: coordinates contain NaN"),
-    "overlapping atoms": (_write_frames(_overlapping), StructureError,
-                          r"frame 1: atoms 0 and 3 are 0.200 Å apart"),
+    "malformed": (
+        _write_text(GOOD + "3\n\nH 0 0 0\n"),
+        StructureError,
+        "frame 1: malformed extxyz",
+    ),
+    "not numbers": (
+        _write_text(GOOD + GOOD.replace("0.74", "abc")),
+        StructureError,
+        "frame 1: malformed extxyz",
+    ),
+    "unknown element": (
+        _write_text(GOOD + GOOD.replace("H 0 0 0 ", "Xq 0 0 0 ")),
+        StructureError,
+        "frame 1: unknown element 'Xq'",
+    ),
+    "dummy element": (
+        _write_text(GOOD + GOOD.replace("H 0 0 0 ", "X 0 0 0 ")),
+        StructureError,
+        "frame 1: atom 0 has unknown element",
+    ),
+    "nan coordinates": (
+        _write_frames(_nan_coordinates),
+        StructureError,
+        "frame 1: coordinates contain NaN",
+    ),
+    "overlapping atoms": (
+        _write_frames(_overlapping),
+        StructureError,
+        r"frame 1: atoms 0 and 3 are 0.200 Å apart",
+    ),
     "missing energy": (_write_frames(_unlabelled), StructureError, "frame 1: has no energy"),
-    "missing forces": (_write_text(GOOD + "2\nenergy=-1.0\nH 0 0 0\nH 0 0 0.74\n"),
-                       StructureError, "frame 1: has an energy but no forces"),
+    "missing forces": (
+        _write_text(GOOD + "2\nenergy=-1.0\nH 0 0 0\nH 0 0 0.74\n"),
+        StructureError,
+        "frame 1: has an energy but no forces",
+    ),
 }
 
 

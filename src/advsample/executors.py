@@ -85,7 +85,8 @@ class ProcessExecutor(Executor):
 
     Each worker gets ``OMP_NUM_THREADS = cpu_count // workers`` unless the variable is set
     already, so the workers' OpenMP codes (tblite, PySCF) do not oversubscribe the cores.
-    The pool is started on first use and reused until :meth:`close`.
+    The pool is started on first use and reused until :meth:`close`. As with any spawned
+    pool, a script using it needs the ``if __name__ == "__main__":`` guard.
     """
 
     def __init__(self, workers: int = 2):

@@ -20,6 +20,10 @@ from ase.md.velocitydistribution import Stationary, ZeroRotation
 
 from advsample.oracles.base import Oracle
 
+# ħ in eV per sqrt(eV / (Å² amu)): ħω (eV) = HBAR * sqrt(λ) for a mass-weighted Hessian
+# eigenvalue λ in eV / (Å² amu)
+HBAR = units._hbar * 1e10 / np.sqrt(units._e * units._amu)
+
 
 def oracle_md(
     atoms: Atoms,
@@ -62,7 +66,8 @@ def oracle_md(
     frames: list[Atoms] = []
 
     def keep() -> None:
-        frames.append(_labelled(work, work.get_potential_energy(), work.get_forces()))
+        forces = work.get_forces(apply_constraint=False)  # raw labels, not FixCom's
+        frames.append(_labelled(work, work.get_potential_energy(), forces))
 
     dynamics.attach(keep, interval=interval)
     dynamics.run(steps)
@@ -95,11 +100,8 @@ def normal_mode_sampling(
     weighted = hessian / np.sqrt(np.outer(masses, masses))
     projector = _rigid_body_projector(atoms)
     eigenvalues, modes = np.linalg.eigh(projector @ weighted @ projector)
-    # ħω (eV) = ħ sqrt(λ) with λ in eV/(Å² amu), converted via SI constants
-    hbar_omega = units._hbar * 1e10 / np.sqrt(units._e * units._amu) * np.sqrt(
-        np.clip(eigenvalues, 0.0, None)
-    )
-    keep = (eigenvalues > 0) & (hbar_omega / units.invcm >= min_wavenumber)
+    wavenumber = HBAR * np.sqrt(np.clip(eigenvalues, 0.0, None)) / units.invcm  # [3n] cm⁻¹
+    keep = (eigenvalues > 0) & (wavenumber >= min_wavenumber)
     if not keep.any():
         raise ValueError(f"no mode of {atoms.get_chemical_formula()} above {min_wavenumber} cm⁻¹")
     kT = units.kB * temperature_K
@@ -133,7 +135,7 @@ def finite_difference_hessian(atoms: Atoms, oracle: Oracle, step: float = 0.01) 
             shifted = reference.copy()
             shifted.flat[column] += sign * step
             work.set_positions(shifted)
-            forces.append(work.get_forces().ravel())
+            forces.append(work.get_forces(apply_constraint=False).ravel())
         hessian[:, column] = -(forces[0] - forces[1]) / (2 * step)
     return 0.5 * (hessian + hessian.T)
 

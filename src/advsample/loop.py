@@ -105,7 +105,8 @@ def run_analytic_loop(cfg: AnalyticLoopConfig, surface: AnalyticSurface | None =
 
     Each dict: generation, n_points, rmse_grid, rmse_low, sampled_energy (median true energy
     of the points added to reach this generation; nan for generation 1), n_new, threshold,
-    the new points, the training points, and (with keep_committees) the committee.
+    the new points and their displacements from their seeds, and (with keep_committees) the
+    committee and the training points.
     """
     surface = surface or DoubleWell2D()
     if cfg.attack.box is None:
@@ -114,6 +115,7 @@ def run_analytic_loop(cfg: AnalyticLoopConfig, surface: AnalyticSurface | None =
     metrics: list[dict] = []
     new_points = np.zeros((0, surface.dim))
     new_energies = np.zeros(0)
+    new_displacements = np.zeros(0)
     threshold = float("nan")
     for generation in range(1, cfg.generations + 1):
         committee = Committee.build("mlp", cfg.committee_size, seed=cfg.seed * 100 + generation,
@@ -127,6 +129,7 @@ def run_analytic_loop(cfg: AnalyticLoopConfig, surface: AnalyticSurface | None =
             "sampled_energy": float(np.median(new_energies)) if len(new_energies) else
             float("nan"),
             "new_points": new_points.tolist(),
+            "new_displacements": new_displacements.tolist(),
             "threshold": threshold,
             "val_energy_rmse": result.val_energy_rmse,
             **grid_errors(committee, surface, cfg.grid_resolution),
@@ -141,6 +144,7 @@ def run_analytic_loop(cfg: AnalyticLoopConfig, surface: AnalyticSurface | None =
                                    cfg.select)
         threshold = sample.threshold
         chosen = surface.label(sample.candidates.batch.select(sample.chosen))
+        new_displacements = sample.candidates.displacement[sample.chosen].numpy()
         new_points = chosen.positions.numpy()
         new_energies = chosen.energy.numpy()
         if chosen.n_structures:

@@ -41,20 +41,32 @@ from advsample.validation import attached_labels, validate_atoms
 
 REQUIRED = ("generation", "sampler")
 COLUMNS = (
-    "id", "generation", "sampler", "parent", "status", "energy", "uncertainty", "objective",
-    "oracle", "message", "seconds", "natoms", "formula",
+    "id",
+    "generation",
+    "sampler",
+    "parent",
+    "status",
+    "energy",
+    "uncertainty",
+    "objective",
+    "oracle",
+    "message",
+    "seconds",
+    "natoms",
+    "formula",
 )
 
 
 class Store:
     """Structures and their labels with provenance, in ``ase.db`` at ``url``.
 
-    url: path of an SQLite file (created on first write) or a ``postgresql://`` URL.
+    url: path of an SQLite file (any extension; created on first use) or a
+    ``postgresql://`` URL (needs the packages ase-db-backends and psycopg2).
     """
 
     def __init__(self, url: str | os.PathLike):
         self.url = str(url)
-        self._db = ase.db.connect(self.url)
+        self._db = ase.db.connect(self.url, type="extract_from_name" if "://" in self.url else "db")
 
     # ---------------------------------------------------------------- writing
     def add_pending(self, atoms_list: Sequence[Atoms], provenance: Sequence[dict]) -> list[int]:

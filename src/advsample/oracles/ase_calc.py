@@ -51,5 +51,5 @@ class ASECalculatorOracle(Oracle):
         self.settings = {"type": "ase", "calculator": calculator, "kwargs": kwargs}
         self.name = calculator
 
-    def _build_calculator(self) -> Calculator:
+    def calculator(self) -> Calculator:
         return resolve_calculator(self.settings["calculator"])(**self.settings["kwargs"])

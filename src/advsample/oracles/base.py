@@ -1,8 +1,8 @@
 """The oracle protocol: ground-truth labels (energy, forces) for one structure at a time.
 
-An oracle is a small picklable object: its constructor only stores settings, and the ASE
-calculator that does the work is built lazily (:meth:`Oracle.calculator`) in whichever process
-calls :meth:`Oracle.label`, so oracles can be shipped to a process pool or a Dask worker.
+An oracle is a small picklable object holding only its settings; the ASE calculator that
+does the work is built by :meth:`Oracle.calculator` in whichever process calls
+:meth:`Oracle.label`, so oracles can be shipped to a process pool or a Dask worker.
 
 Units follow ASE: energies in eV, forces in eV/Å, wall times in seconds.
 """
@@ -60,42 +60,36 @@ class Oracle(ABC):
 
     Subclasses set ``name`` (short, human readable) and ``settings`` (JSON-serialisable; for
     the oracles of this package, ``make_oracle(oracle.settings)`` rebuilds an equal oracle) in
-    their constructor and implement :meth:`_build_calculator`.
+    their constructor and implement :meth:`calculator`.
     """
 
     name: str
     settings: dict[str, Any]
-    _calc: Calculator | None = None
 
     @abstractmethod
-    def _build_calculator(self) -> Calculator:
-        """A fresh ASE calculator for these settings."""
-
     def calculator(self) -> Calculator:
-        """The ASE calculator of this oracle, built on first use in the calling process.
+        """A new ASE calculator for these settings, built in the calling process.
 
-        Use it to drive ASE dynamics or finite differences with the oracle
-        (see :mod:`advsample.initial_data`). It raises on failure like any ASE calculator.
+        Use it to drive ASE dynamics or finite differences with the oracle (see
+        :mod:`advsample.initial_data`); it raises on failure like any ASE calculator.
         """
-        if self._calc is None:
-            self._calc = self._build_calculator()
-        return self._calc
 
     def label(self, atoms: Atoms) -> LabelResult:
         """Energy (eV) and forces [n, 3] (eV/Å) of ``atoms``; never raises.
 
         Any exception, a non-finite result, forces of the wrong shape or a non-converged SCF
         (which the calculators raise as errors) give ``status="failed"`` with a one-line message.
-        ``atoms`` itself is not modified.
+        Forces are the raw ones, with no constraint of ``atoms`` applied. Each call uses a new
+        calculator, so a label never depends on earlier calls (an SCF restarted from the
+        previous structure's wavefunction would). ``atoms`` is not modified.
         """
         start = time.perf_counter()
         try:
             work = atoms.copy()
             work.calc = self.calculator()
             energy = float(work.get_potential_energy())
-            forces = np.array(work.get_forces(), dtype=float)
+            forces = np.array(work.get_forces(apply_constraint=False), dtype=float)
         except Exception as exc:  # every failure becomes a failed label
-            self._calc = None  # a calculator that failed may hold a broken state
             return LabelResult.failed(describe_exception(exc), time.perf_counter() - start)
         seconds = time.perf_counter() - start
         if not np.isfinite(energy):
@@ -107,12 +101,6 @@ class Oracle(ABC):
         if not np.isfinite(forces).all():
             return LabelResult.failed("non-finite forces", seconds)
         return LabelResult(energy, forces, "ok", "", seconds)
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickle the settings only; the calculator is rebuilt where the oracle lands."""
-        state = self.__dict__.copy()
-        state.pop("_calc", None)
-        return state
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings!r})"

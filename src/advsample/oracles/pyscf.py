@@ -137,7 +137,7 @@ class PySCFOracle(Oracle):
         suffix = f"-{level['dispersion']}" if level["dispersion"] else ""
         self.name = preset or f"{level['xc']}{suffix}/{level['basis']}"
 
-    def _build_calculator(self) -> Calculator:
+    def calculator(self) -> Calculator:
         kwargs = {k: v for k, v in self.settings.items() if k not in ("type", "preset")}
         return PySCFCalculator(**kwargs)
 

@@ -43,7 +43,7 @@ class XTBOracle(Oracle):
         }
         self.name = method
 
-    def _build_calculator(self) -> Calculator:
+    def calculator(self) -> Calculator:
         from tblite.ase import TBLite
 
         s = self.settings

@@ -1,0 +1,58 @@
+"""The committee as an ASE Calculator: mean energy and forces, plus the committee's spread.
+
+``results`` holds, besides ``energy`` (eV) and ``forces`` (eV/Å, [n, 3]):
+``energies`` [M] per member, ``forces_committee`` [M, n, 3], ``energy_std`` (eV),
+``force_variance`` σ²_F of the structure ((eV/Å)², reduced by ``reduce``) and
+``atom_force_variance`` [n].
+"""
+
+from __future__ import annotations
+
+import torch
+from ase.calculators.calculator import Calculator, all_changes
+
+from advsample.committee import Committee
+from advsample.structures import Batch
+from advsample.uncertainty import atom_force_variance, reduce_atoms
+
+
+class CommitteeCalculator(Calculator):
+    implemented_properties = ["energy", "free_energy", "forces"]
+
+    def __init__(self, committee: Committee | str, reduce: str = "mean", **kwargs):
+        super().__init__(**kwargs)
+        self.committee = Committee.load(committee) if isinstance(committee, str) else committee
+        self.committee.eval()
+        self.reduce = reduce
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        batch = Batch.from_atoms([self.atoms], labels=False)
+        out = self.committee(batch)
+        energies = out.energy.detach()[:, 0]
+        forces = out.forces.detach()
+        per_atom = atom_force_variance(forces)
+        self.results = {
+            "energy": float(energies.mean()),
+            "free_energy": float(energies.mean()),
+            "forces": forces.mean(0).numpy(),
+            "energies": energies.numpy(),
+            "forces_committee": forces.numpy(),
+            "energy_std": float(energies.std(unbiased=False)),
+            "atom_force_variance": per_atom.numpy(),
+            "force_variance": float(reduce_atoms(per_atom, batch.structure, 1, self.reduce)[0]),
+        }
+
+
+def predict(committee: Committee, atoms_list, chunk: int = 2048) -> tuple[torch.Tensor, ...]:
+    """Committee-mean energies [B] (eV) and force variances [B] of many structures at once."""
+    committee.eval()
+    energies, variances = [], []
+    batch = Batch.from_atoms(atoms_list, labels=False)
+    for start in range(0, batch.n_structures, chunk):
+        part = batch.select(torch.arange(start, min(start + chunk, batch.n_structures)))
+        out = committee(part)
+        energies.append(out.mean_energy.detach())
+        per_atom = atom_force_variance(out.forces.detach())
+        variances.append(reduce_atoms(per_atom, part.structure, part.n_structures))
+    return torch.cat(energies), torch.cat(variances)

@@ -1,0 +1,36 @@
+import pytest
+
+from advsample.config import ConfigError, load_config
+
+GOOD = "system: {molecule: NH3}\nsampler: {steps: 10}\n"
+
+
+def test_good_config_loads_with_defaults(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(GOOD)
+    cfg = load_config(p)
+    assert cfg.sampler.steps == 10 and cfg.committee.model == "painn"
+    assert cfg.oracle.spec() == {"type": "xtb", "method": "GFN2-xTB", "charge": 0, "uhf": 0}
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("system: {molecule: NH3}\nsampler: {stepz: 10}\n", "sampler.stepz: unknown key"),
+    ("system: {molecule: NH3}\nsampler: {steps: many}\n", "sampler.steps: Input should be"),
+    ("system: {molecule: NH3}\nbogus: 1\n", "bogus: unknown key"),
+    ("sampler: {steps: 10}\n", "system: Field required"),
+    ("system: {molecule: NH3, file: x.xyz}\n", "exactly one"),
+    ("system: [\n", "not valid YAML"),
+    ("- 1\n- 2\n", "top level"),
+])
+def test_bad_config_names_file_and_key(tmp_path, text, needle):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert str(p) in msg and needle in msg and "\n" not in msg
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
