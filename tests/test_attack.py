@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 import torch
+from conftest import FD_TOL
 
 from advsample.attack import AttackConfig, BoltzmannPrior, attack, score
 from advsample.committee import Committee
 from advsample.structures import Batch
-from conftest import FD_TOL
 
 
 def _molecules(sizes, elements, seed=0):

@@ -1,8 +1,8 @@
 import torch
+from conftest import FD_TOL
 
 from advsample.committee import Committee
 from advsample.structures import Batch
-from conftest import FD_TOL
 
 
 def _three_atom_batch(b=4):

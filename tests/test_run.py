@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import ase.io
+from test_cli import _labelled_nh3
 
 from advsample.run import ActiveLearning
 from advsample.store import Store
-from test_cli import _labelled_nh3
 
 HERE = Path(__file__).parent
 

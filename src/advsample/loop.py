@@ -32,10 +32,14 @@ class GenerationSample:
 
 
 def sample_generation(committee: Committee, training: Batch, sampler, kT: float,
-                      select_cfg: SelectConfig) -> GenerationSample:
-    """Propose from all training structures as seeds, then gate and select."""
+                      select_cfg: SelectConfig, seeds: Batch | None = None) -> GenerationSample:
+    """Propose from ``seeds`` (default: every training structure), then gate and select.
+
+    Q of the Boltzmann prior, the gate and de-duplication always use the whole training set.
+    """
     prior = BoltzmannPrior.from_training(training, kT)
-    candidates = sampler.propose(committee, training.without_labels(), prior)
+    seeds = training if seeds is None else seeds
+    candidates = sampler.propose(committee, seeds.without_labels(), prior)
     threshold = gate_threshold(committee, training, select_cfg)
     chosen = select(candidates, training, threshold, select_cfg)
     return GenerationSample(candidates, threshold, chosen)

@@ -29,10 +29,9 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import torch
-import yaml
 from ase.build import molecule
 
-from advsample.attack import AttackConfig, BoltzmannPrior
+from advsample.attack import AttackConfig
 from advsample.calculator import predict
 from advsample.committee import Committee
 from advsample.config import RunConfig, load_config
@@ -125,18 +124,19 @@ class ActiveLearning:
         ase.io.write(path, frames, format="extxyz")
         self.store.import_extxyz(path, generation=0, sampler="initial")
 
-    def training_batch(self, max_generation: int) -> Batch:
+    def training_set(self, max_generation: int) -> tuple[Batch, list[int]]:
+        """Labelled structures of generations <= max_generation and their store row ids."""
         atoms = self.store.training_atoms(max_generation=max_generation)
         if not atoms:
             raise ValueError(f"{self.store.url}: no labelled structures to train on")
-        return Batch.from_atoms(atoms)
+        return Batch.from_atoms(atoms), [a.info["store_id"] for a in atoms]
 
     def train(self, g: int) -> Committee:
         path = self.checkpoint(g)
         if path.exists():
             return Committee.load(path)
         cfg = self.config
-        data = self.training_batch(g)
+        data, _ = self.training_set(g)
         committee = None
         if cfg.train.warm_start and g > 0 and self.checkpoint(g - 1).exists():
             committee = Committee.load(self.checkpoint(g - 1))
@@ -225,12 +225,12 @@ class ActiveLearning:
         if existing:
             return existing
         s, sel = self.config.sampler, self.config.select
-        training = self.training_batch(g)
-        seeds = training
+        training, train_ids = self.training_set(g)
+        seed_index = torch.arange(training.n_structures)
         if s.seeds is not None and s.seeds < training.n_structures:
             rng = np.random.default_rng(self.config.seed * 1000 + g)
-            seeds = training.select(torch.as_tensor(
-                np.sort(rng.choice(training.n_structures, s.seeds, replace=False))))
+            seed_index = torch.as_tensor(
+                np.sort(rng.choice(training.n_structures, s.seeds, replace=False)))
         select_cfg = SelectConfig(max_new=sel.max_new, gate_percentile=sel.gate_percentile,
                                   gate_absolute=sel.gate_absolute,
                                   min_separation=sel.min_separation, metric=sel.metric,
@@ -239,19 +239,18 @@ class ActiveLearning:
         if budget is not None:
             select_cfg = replace(select_cfg, max_new=max(0, min(
                 sel.max_new, budget - self.store.count(sampler=s.type))))
-        result = sample_generation_from(committee, training, seeds, self.sampler(g), s.kT,
-                                        select_cfg)
+        result = sample_generation(committee, training, self.sampler(g), s.kT, select_cfg,
+                                   seeds=training.select(seed_index))
         cands = result.candidates
         self.generation_dir(g).mkdir(parents=True, exist_ok=True)
         _write_candidates(self.generation_dir(g) / "candidates.extxyz", cands, result.chosen)
         chosen_atoms = cands.batch.select(result.chosen).to_atoms()
-        train_ids = [r["id"] for r in self.store.rows(status="ok") if r["generation"] <= g]
         provenance = []
         for k, idx in enumerate(result.chosen.tolist()):
             chosen_atoms[k].calc = None
             provenance.append({
                 "generation": g + 1, "sampler": s.type,
-                "parent": int(train_ids[int(cands.parent[idx])]) if seeds is training else -1,
+                "parent": int(train_ids[int(seed_index[cands.parent[idx]])]),
                 "uncertainty": float(cands.uncertainty[idx]),
                 "objective": float(cands.objective[idx]),
                 "oracle": self.oracle.name,
@@ -301,20 +300,6 @@ class ActiveLearning:
         return state
 
 
-def sample_generation_from(committee, training, seeds, sampler, kT, select_cfg):
-    """``loop.sample_generation`` with seeds that may be a subset of the training set."""
-    if seeds is training:
-        return sample_generation(committee, training, sampler, kT, select_cfg)
-    from advsample.loop import GenerationSample
-    from advsample.select import gate_threshold, select
-
-    prior = BoltzmannPrior.from_training(training, kT)
-    candidates = sampler.propose(committee, seeds.without_labels(), prior)
-    threshold = gate_threshold(committee, training, select_cfg)
-    return GenerationSample(candidates, threshold, select(candidates, training, threshold,
-                                                          select_cfg))
-
-
 def _normal(atoms) -> np.ndarray:
     p = atoms.positions
     n = np.cross(p[2] - p[1], p[3] - p[1])
@@ -330,7 +315,3 @@ def _write_candidates(path: Path, cands, chosen: torch.Tensor) -> None:
                       predicted_energy=float(cands.energy[k]), step=int(cands.step[k]),
                       parent=int(cands.parent[k]), chosen=k in picked)
     ase.io.write(path, atoms, format="extxyz")
-
-
-def dump_config(config: RunConfig) -> str:
-    return yaml.safe_dump(config.model_dump(), sort_keys=False)

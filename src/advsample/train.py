@@ -99,10 +99,11 @@ def fit(committee: Committee, data: Batch, cfg: TrainConfig | None = None,
     )
     best = torch.full((committee.size,), float("inf"))
     best_states = [copy.deepcopy(m.state_dict()) for m in committee.members]
-    since_best, history = 0, []
+    since_best, history, epochs_run = 0, [], 0
     rng = np.random.default_rng(cfg.seed)
     bar = tqdm(range(cfg.epochs), desc="training", disable=not cfg.progress, leave=False)
     for epoch in bar:
+        epochs_run = epoch + 1
         committee.train()
         for chunk in _minibatches(train.n_structures, cfg.batch_size, rng):
             part = train if chunk is None else train.select(chunk)
@@ -126,7 +127,7 @@ def fit(committee: Committee, data: Batch, cfg: TrainConfig | None = None,
     committee.eval()
     tr, va = evaluate(committee, train), evaluate(committee, val) if val.n_structures else {}
     return TrainResult(
-        epochs=epoch + 1,
+        epochs=epochs_run,
         train_energy_rmse=tr["energy_rmse"],
         train_forces_rmse=tr["forces_rmse"],
         val_energy_rmse=va.get("energy_rmse", float("nan")),

@@ -42,7 +42,8 @@ class EnergyModel(nn.Module, abc.ABC):
         return out.index_add(0, batch.structure, ref)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.reference_energy(batch) + self.energy_scale.to(batch.dtype) * self.network(batch)
+        scale = self.energy_scale.to(batch.dtype)
+        return self.reference_energy(batch) + scale * self.network(batch)
 
     @torch.no_grad()
     def fit_statistics(self, batch: Batch) -> None:

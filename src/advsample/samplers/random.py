@@ -14,8 +14,8 @@ from advsample.attack import (
     AttackConfig,
     BoltzmannPrior,
     Candidates,
-    largest_atom_displacement,
     constraints_hold,
+    largest_atom_displacement,
     project,
     score,
 )
