@@ -95,9 +95,11 @@ class TrainSettings(Strict):
 
 
 class SamplerConfig(Strict):
-    """The attack (and its baselines). Lengths in Å, energies in eV, kT in eV/atom."""
+    """The attack and its baselines (random displacements, NN-MD). Lengths in Å, energies
+    in eV, kT in eV/atom; md_* set the NN-MD baseline (temperature, steps per trajectory,
+    time step, frames kept every md_interval steps, trust bound on σ²_F in (eV/Å)²)."""
 
-    type: Literal["attack", "random"] = "attack"
+    type: Literal["attack", "random", "md"] = "attack"
     kT: float = Field(0.05, gt=0)
     steps: int = Field(200, ge=1)
     lr: float = Field(0.01, gt=0)
@@ -109,6 +111,11 @@ class SamplerConfig(Strict):
     min_distance: float | None = Field(0.7, gt=0)
     energy_ceiling: float | None = Field(None, gt=0)
     random_scale: float = Field(0.1, gt=0)
+    md_temperature_K: float = Field(600.0, gt=0)
+    md_steps: int = Field(2000, ge=1)
+    md_timestep_fs: float = Field(0.5, gt=0)
+    md_interval: int = Field(20, ge=1)
+    md_max_uncertainty: float | None = Field(None, gt=0)
 
 
 class SelectSettings(Strict):

@@ -38,7 +38,7 @@ from advsample.config import RunConfig, load_config
 from advsample.executors import make_executor
 from advsample.loop import sample_generation
 from advsample.oracles import make_oracle
-from advsample.samplers import AdversarialSampler, GaussianDisplacementSampler
+from advsample.samplers import AdversarialSampler, GaussianDisplacementSampler, MDSampler
 from advsample.select import SelectConfig
 from advsample.store import Store
 from advsample.structures import Batch
@@ -217,6 +217,10 @@ class ActiveLearning:
             seed=self.config.seed * 1000 + g, progress=self.progress)
         if s.type == "random":
             return GaussianDisplacementSampler(scale=s.random_scale, config=attack_cfg)
+        if s.type == "md":
+            return MDSampler(temperature_K=s.md_temperature_K, steps=s.md_steps,
+                             dt_fs=s.md_timestep_fs, interval=s.md_interval,
+                             max_uncertainty=s.md_max_uncertainty, config=attack_cfg)
         return AdversarialSampler(config=attack_cfg)
 
     def sample(self, g: int, committee: Committee) -> int:

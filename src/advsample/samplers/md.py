@@ -1,0 +1,106 @@
+"""The MD baseline (METHOD.md section 6): NN-MD from the seeds, its frames are the candidates.
+
+Every seed (× restarts, each with its own Maxwell-Boltzmann momenta) is integrated with
+Langevin dynamics on the committee mean forces, all trajectories as one batch. Every
+``interval`` steps each live trajectory's frame is scored like an attack candidate
+(objective log L, σ²_F, mean energy). A trajectory stops for good at the first recorded frame
+whose σ²_F exceeds ``max_uncertainty`` (the committee is no longer trusted to drive the
+dynamics) or that breaks the sanity filters (min distance, energy ceiling, non-finite
+values); that frame and everything after it is dropped. The frames recorded before are the
+candidates, so the same selection (uncertainty gate, de-duplication, cap) applies as for
+every other sampler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from advsample.attack import (
+    AttackConfig,
+    BoltzmannPrior,
+    Candidates,
+    constraints_hold,
+    largest_atom_displacement,
+    score,
+)
+from advsample.committee import Committee
+from advsample.dynamics import committee_forces, init_state, langevin_step
+from advsample.structures import Batch
+
+
+@dataclass
+class MDSampler:
+    """Langevin NN-MD from every seed; frames every ``interval`` steps become candidates.
+
+    temperature_K: thermostat temperature (K); steps: MD steps per trajectory; dt_fs: time
+    step (fs); friction_per_fs: Langevin friction γ (1/fs); interval: steps between recorded
+    frames; max_uncertainty: trust bound on σ²_F ((eV/Å)²), None for no bound.
+    Of ``config`` the MD uses restarts (trajectories per seed), seed (random numbers),
+    reduce (σ²_F over atoms), min_distance and energy_ceiling (sanity filters) and progress.
+    """
+
+    temperature_K: float = 300.0
+    steps: int = 1000
+    dt_fs: float = 0.5
+    friction_per_fs: float = 0.01
+    interval: int = 10
+    max_uncertainty: float | None = None
+    config: AttackConfig = field(default_factory=AttackConfig)
+    name: str = "md"
+
+    def propose(self, committee: Committee, seeds: Batch, prior: BoltzmannPrior) -> Candidates:
+        """Frames of all trajectories before each one stopped; ``step`` is the MD step,
+        ``parent`` the seed index and ``displacement`` the largest atom move from the seed (Å).
+        """
+        cfg = self.config
+        parent = torch.arange(seeds.n_structures).repeat_interleave(cfg.restarts)
+        runs = seeds.without_labels().repeat(cfg.restarts)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        forces_fn = committee_forces(committee)
+        state = init_state(runs, forces_fn, self.temperature_K, generator)
+        alive = torch.ones(runs.n_structures, dtype=torch.bool)
+
+        # recorded frames, concatenated at the end; the empty first entries fix dtypes
+        empty = runs.positions.new_zeros(0)
+        recorded = {"run": [parent[:0]], "positions": [runs.positions[:0]], "step": [parent[:0]],
+                    "objective": [empty], "uncertainty": [empty], "energy": [empty]}
+        for t in tqdm(range(1, self.steps + 1), desc="md", disable=not cfg.progress, leave=False):
+            # noise for every trajectory, so a trajectory does not depend on which others live
+            noise = torch.randn(runs.positions.shape, generator=generator, dtype=runs.dtype)
+            state = langevin_step(state, forces_fn, self.dt_fs, self.temperature_K,
+                                  self.friction_per_fs, noise=noise[alive[runs.structure]])
+            if t % self.interval:
+                continue
+            objective, variance, energy = (
+                v.detach() for v in score(committee, state.batch, prior, cfg.reduce)
+            )
+            ok = constraints_hold(state.batch, energy, prior, cfg) & torch.isfinite(objective)
+            if self.max_uncertainty is not None:
+                ok &= variance <= self.max_uncertainty
+            live = torch.nonzero(alive).flatten()
+            frame = {"run": live[ok], "positions": state.batch.positions[ok[state.batch.structure]],
+                     "step": torch.full((int(ok.sum()),), t, dtype=torch.long),
+                     "objective": objective[ok], "uncertainty": variance[ok], "energy": energy[ok]}
+            for key, value in frame.items():
+                recorded[key].append(value)
+            alive[live[~ok]] = False
+            state = state.select(ok)
+            if not alive.any():
+                break
+
+        frames = {key: torch.cat(values) for key, values in recorded.items()}
+        start = runs.select(frames["run"])
+        batch = start.with_positions(frames["positions"])
+        return Candidates(
+            batch=batch,
+            objective=frames["objective"],
+            uncertainty=frames["uncertainty"],
+            energy=frames["energy"],
+            parent=parent[frames["run"]],
+            step=frames["step"],
+            displacement=largest_atom_displacement(batch.positions - start.positions, start),
+            feasible=torch.ones(len(frames["run"]), dtype=torch.bool),
+        )

@@ -1,0 +1,203 @@
+"""MD stability of a committee: do its NN-MD trajectories stay physical?
+
+Every start structure is run ``runs_per_start`` times (different Maxwell-Boltzmann momenta
+and noise) with Langevin dynamics on the committee mean forces, all runs as one batch. A run
+fails at the first step (0 = the start) where, checked in this order,
+
+- "non-finite energy": the energy, a force or a position is NaN or infinite;
+- "close contact": two atoms are closer than ``floor`` (Å);
+- "bond broken": a bond of the starting connectivity is longer than ``bond_ceiling`` times
+  its start length. Two atoms are bonded at the start if closer than the sum of their
+  covalent radii (ase.neighborlist.natural_cutoffs).
+
+A failed run leaves the batch, so later steps cost only the runs still alive; each run
+draws its own noise whatever the others do, so its fate does not depend on theirs.
+The fraction of runs that survive all steps is the paper's MD-stability measure.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from ase.data import covalent_radii
+from tqdm.auto import tqdm
+
+from advsample.committee import Committee
+from advsample.dynamics import MDState, committee_forces, init_state, langevin_step
+from advsample.geometry import intra_structure_pairs, min_interatomic_distance
+from advsample.structures import Batch
+
+REASONS = ("ok", "non-finite energy", "close contact", "bond broken")
+
+
+@dataclass
+class StabilityResult:
+    """Outcome of every run (R = starts × runs_per_start, start-major as Batch.repeat).
+
+    time_to_failure_fs: [R] time of the failing step (fs), NaN for runs that survived;
+    reason: [R] one of REASONS; start: [R] index of the run's start structure;
+    duration_fs: length of a full run (fs); temperature_K: thermostat temperature (K).
+    """
+
+    time_to_failure_fs: np.ndarray
+    reason: list[str]
+    start: np.ndarray
+    duration_fs: float
+    temperature_K: float
+
+    @property
+    def stable(self) -> np.ndarray:
+        """bool [R]: runs that survived the whole duration."""
+        return np.array([r == "ok" for r in self.reason], dtype=bool)
+
+    @property
+    def fraction_stable(self) -> float:
+        return float(self.stable.mean()) if len(self.reason) else math.nan
+
+    def as_dict(self) -> dict:
+        """Plain numbers and lists (JSON-ready; survivors' times are None)."""
+        return {
+            "fraction_stable": self.fraction_stable,
+            "runs": len(self.reason),
+            "duration_fs": self.duration_fs,
+            "temperature_K": self.temperature_K,
+            "counts": {r: self.reason.count(r) for r in REASONS},
+            "time_to_failure_fs": [None if math.isnan(t) else float(t)
+                                   for t in self.time_to_failure_fs],
+            "reason": list(self.reason),
+            "start": self.start.tolist(),
+        }
+
+
+class Bonds(NamedTuple):
+    """Bonds i–j: atoms i, j long [P], j seen through the lattice vector shift [P, 3] (Å);
+    length [P] is the start length (Å)."""
+
+    i: torch.Tensor
+    j: torch.Tensor
+    shift: torch.Tensor
+    length: torch.Tensor
+
+    def lengths(self, positions: torch.Tensor) -> torch.Tensor:
+        """Current lengths [P] (Å) at positions [N, 3]."""
+        return (positions[self.j] - positions[self.i] + self.shift).norm(dim=1)
+
+    def keep_atoms(self, keep: torch.Tensor) -> Bonds:
+        """Bonds among the atoms of the bool mask ``keep`` [N], renumbered as ``positions[keep]``.
+        Bonds never join two structures, so keeping whole structures keeps both ends."""
+        new_index = torch.cumsum(keep.long(), 0) - 1
+        mask = keep[self.i]
+        return Bonds(new_index[self.i[mask]], new_index[self.j[mask]], self.shift[mask],
+                     self.length[mask])
+
+
+def starting_bonds(batch: Batch) -> Bonds:
+    """Pairs closer than the sum of their covalent radii in ``batch`` (d = 3).
+
+    Molecules: all intra-structure pairs at once; periodic cells: ase neighbour lists (both
+    directions of each bond are listed, which changes no check).
+    """
+    periodic = batch.pbc.any(dim=1)
+    radius = torch.as_tensor(covalent_radii, dtype=batch.dtype)[batch.numbers]  # [N] (Å)
+    i, j = intra_structure_pairs(batch)
+    molecular = ~periodic[batch.structure[i]]
+    i, j = i[molecular], j[molecular]
+    shift = batch.positions.new_zeros(len(i), 3)
+    parts = [(i, j, shift)]
+    if periodic.any():
+        from ase.neighborlist import natural_cutoffs, neighbor_list
+
+        offsets = batch.offsets
+        for k in torch.nonzero(periodic).flatten().tolist():
+            atoms = batch.select([k]).to_atoms()[0]
+            pi, pj, cell_shift = neighbor_list("ijS", atoms, natural_cutoffs(atoms))
+            cell_shift = torch.as_tensor(cell_shift, dtype=batch.dtype)
+            parts.append((torch.as_tensor(pi) + offsets[k], torch.as_tensor(pj) + offsets[k],
+                          cell_shift @ batch.cell[k]))
+    i, j, shift = (torch.cat(column) for column in zip(*parts, strict=True))
+    length = (batch.positions[j] - batch.positions[i] + shift).norm(dim=1)
+    bonded = length < radius[i] + radius[j]
+    return Bonds(i[bonded], j[bonded], shift[bonded], length[bonded])
+
+
+def stability_test(
+    committee: Committee,
+    starts: Batch,
+    temperature_K: float,
+    steps: int,
+    dt_fs: float = 0.5,
+    floor: float = 0.5,
+    bond_ceiling: float = 1.5,
+    runs_per_start: int = 1,
+    seed: int = 0,
+    friction_per_fs: float = 0.01,
+    progress: bool = True,
+) -> StabilityResult:
+    """Langevin NN-MD of ``runs_per_start`` runs from each start (d = 3), ``steps`` steps of
+    ``dt_fs`` (fs) at ``temperature_K`` (K) with friction ``friction_per_fs`` (1/fs).
+
+    floor: closest allowed interatomic distance (Å); bond_ceiling: largest allowed ratio of a
+    starting bond's length to its start length. Runs are seeded by ``seed``.
+    """
+    runs = starts.without_labels().repeat(runs_per_start)
+    n_runs = runs.n_structures
+    generator = torch.Generator().manual_seed(seed)
+    forces_fn = committee_forces(committee)
+    state = init_state(runs, forces_fn, temperature_K, generator)
+    bonds = starting_bonds(runs)
+    alive = torch.ones(n_runs, dtype=torch.bool)
+    failed_step = torch.full((n_runs,), -1, dtype=torch.long)
+    reason = torch.zeros(n_runs, dtype=torch.long)  # index into REASONS
+
+    bar = tqdm(total=steps, desc="stability", disable=not progress, leave=False)
+    for t in range(steps + 1):
+        if t:
+            noise = torch.randn(runs.positions.shape, generator=generator, dtype=runs.dtype)
+            state = langevin_step(state, forces_fn, dt_fs, temperature_K, friction_per_fs,
+                                  noise=noise[alive[runs.structure]])
+            bar.update()
+        failure = _failure(state, bonds, floor, bond_ceiling)  # [alive runs]
+        if not failure.any():
+            continue
+        live = torch.nonzero(alive).flatten()
+        failed = failure > 0
+        reason[live[failed]] = failure[failed]
+        failed_step[live[failed]] = t
+        alive[live[failed]] = False
+        bonds = bonds.keep_atoms(~failed[state.batch.structure])
+        state = state.select(~failed)
+        bar.set_postfix(alive=int(alive.sum()))
+        if not alive.any():
+            break
+    bar.close()
+
+    time = torch.where(failed_step >= 0, failed_step * dt_fs, math.nan)
+    return StabilityResult(
+        time_to_failure_fs=time.to(torch.float64).numpy(),
+        reason=[REASONS[r] for r in reason.tolist()],
+        start=torch.arange(starts.n_structures).repeat_interleave(runs_per_start).numpy(),
+        duration_fs=steps * dt_fs,
+        temperature_K=temperature_K,
+    )
+
+
+def _failure(state: MDState, bonds: Bonds, floor: float, bond_ceiling: float) -> torch.Tensor:
+    """long [B]: index into REASONS of each structure's failure (0 when sane)."""
+    batch = state.batch
+    b = batch.n_structures
+    bad = ~torch.isfinite(torch.cat([batch.positions, state.forces], dim=1)).all(dim=1)  # [N]
+    finite = torch.zeros(b, dtype=torch.long).index_add(0, batch.structure, bad.long()) == 0
+    finite &= torch.isfinite(state.energy)
+    close = min_interatomic_distance(batch) < floor
+    stretched = bonds.lengths(batch.positions) > bond_ceiling * bonds.length  # [P]
+    broken = torch.zeros(b, dtype=torch.long).index_add(
+        0, batch.structure[bonds.i], stretched.long()
+    ) > 0
+    failure = torch.zeros(b, dtype=torch.long)
+    failure = torch.where(broken, REASONS.index("bond broken"), failure)
+    failure = torch.where(close, REASONS.index("close contact"), failure)
+    return torch.where(~finite, REASONS.index("non-finite energy"), failure)
