@@ -34,6 +34,8 @@ def base_config(args, method: str, repeat: int, initial: Path) -> dict:
     cfg["initial"] = {"file": str(initial)}
     cfg["loop"] = {"generations": args.generations}
     cfg["select"]["max_new"] = args.labels
+    if args.epochs is not None:
+        cfg["train"]["epochs"] = args.epochs
     cfg["sampler"]["type"] = method
     cfg["sampler"].update(random_scale=args.random_scale, md_temperature_K=args.md_temperature,
                           md_steps=args.md_steps, md_interval=args.md_interval)
@@ -78,7 +80,7 @@ def run_one(job: dict) -> dict:
 
     torch.set_num_threads(1)
     import ase.io
-    from ase.build import molecule
+    from ase import Atoms
 
     from advsample.committee import Committee
     from advsample.config import parse_config
@@ -86,18 +88,19 @@ def run_one(job: dict) -> dict:
     from advsample.stability import stability_test
     from advsample.structures import Batch
     from advsample.train import evaluate
-    from advsample.umbrella import relaxed
 
     t0 = time.time()
     run_dir = Path(job["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(job["config"]))
+    reference = json.loads(Path(job["reference"]).read_text())
+    (run_dir / "reference.json").write_text(json.dumps(reference))
     al = ActiveLearning(parse_config(job["config"], str(run_dir / "config.yaml")), run_dir,
                         progress=False)
     state = al.run()
     loop_seconds = time.time() - t0
     test = Batch.from_atoms(ase.io.read(job["test_set"], ":"))
-    start = relaxed(molecule("NH3"), al.oracle.calculator())
+    start = Atoms(reference["numbers"], positions=reference["positions"][0])  # the minimum
     starts = Batch.from_atoms([start] * job["stability_runs"], labels=False)
     rows = al.store.rows()
     out = {"method": job["method"], "repeat": job["repeat"], "generation": [], "labels": [],
@@ -206,11 +209,12 @@ def plot(methods: dict, results: list[dict], prefix: str) -> None:
     plt.close(fig)
 
 
-def write_markdown(methods: dict, settings: dict, path: Path, command: str) -> None:
-    lines = ["# NH3 inversion with GFN2-xTB: attack vs MD-based AL vs random", "",
+def write_markdown(methods: dict, settings: dict, path: Path, command: str, name: str) -> None:
+    oracle = settings["config"]["oracle"]
+    lines = [f"# NH3 inversion ({json.dumps(oracle)}): attack vs MD-based AL vs random", "",
              f"Command: `{command}`", "", "Settings: `" + json.dumps(settings) + "`", "",
              "Medians over repeats (|barrier error| uses absolute values). Generation 0 is the "
-             "committee trained on the initial 300 K data only.", ""]
+             "committee trained on the initial data only.", ""]
     for m, e in methods.items():
         lines += [f"## {m}", "", "| generation | labels | abs. barrier error (eV) | force RMSE "
                   "(eV/Å) | energy RMSE (eV/atom) | stable fraction | oracle s |",
@@ -225,12 +229,58 @@ def write_markdown(methods: dict, settings: dict, path: Path, command: str) -> N
     for m, e in methods.items():
         n = labels_to_reach(e)
         lines.append(f"- {m}: {n if n is not None else 'not reached'}")
-    lines += ["", "![curves](ammonia_curves.png)", "", "![labels](ammonia_labels.png)", ""]
+    lines += ["", f"![curves]({name}_curves.png)", "", f"![labels]({name}_labels.png)", ""]
     path.write_text("\n".join(lines))
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def reference_file(work: Path, config: dict) -> Path:
+    """The oracle's inversion path, computed once for all loops (reference.json)."""
+    from advsample.config import parse_config
+    from advsample.run import ActiveLearning
+
+    path = work / "reference.json"
+    if not path.exists():
+        ActiveLearning(parse_config(config), work / "reference_run", progress=False
+                       ).reference_path()
+        (work / "reference_run" / "reference.json").replace(path)
+    return path
+
+
+def run_benchmark(name: str, args, initial_files: list[Path], test_set: Path,
+                  configure=None) -> None:
+    """Run every method x repeat from ``initial_files[r]``, evaluate, write docs/<name>.*."""
+    t0 = time.time()
+    jobs = []
+    for r, initial in enumerate(initial_files):
+        for m in args.methods:
+            config = base_config(args, m, r, initial)
+            if configure is not None:
+                configure(config)
+            jobs.append({"method": m, "repeat": r, "config": config,
+                         "run_dir": str(args.work / f"{m}_{r}"), "test_set": str(test_set),
+                         "stability_runs": args.stability_runs,
+                         "stability_steps": args.stability_steps})
+    ref = reference_file(args.work, jobs[0]["config"])
+    for job in jobs:
+        job["reference"] = str(ref)
+    with ProcessPoolExecutor(args.workers) as pool:
+        results = list(pool.map(run_one, jobs))
+    methods = aggregate(results)
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    settings["wall_seconds"] = round(time.time() - t0, 1)
+    settings["config"] = jobs[0]["config"]
+    (args.out / f"{name}.json").write_text(json.dumps(
+        {"settings": settings, "methods": methods,
+         "runs": [{k: v for k, v in r.items() if k != "label_positions"} for r in results]},
+        indent=1))
+    command = (f"python benchmarks/{name}.py " + " ".join(args.argv or [])).strip()
+    write_markdown(methods, settings, args.out / f"{name}.md", command, name)
+    plot(methods, results, str(args.out / name))
+    print((args.out / f"{name}.md").read_text())
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--generations", type=int, default=6)
     p.add_argument("--labels", type=int, default=20)
@@ -242,42 +292,30 @@ def main(argv=None):
     p.add_argument("--md-temperature", type=float, default=1000.0)
     p.add_argument("--md-steps", type=int, default=2000)
     p.add_argument("--md-interval", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=None, help="override the example's epochs")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_ammonia")
     p.add_argument("--out", type=Path, default=DOCS)
+    return p
+
+
+def main(argv=None):
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_ammonia")
     args = p.parse_args(argv)
+    args.argv = argv
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
     test_set = args.work / "test_1000K.extxyz"
     if not test_set.exists():
         make_test_set(test_set, args.test_frames)
-    jobs = []
+    initial_files = []
     for r in range(args.repeats):
         initial = args.work / f"initial_{r}.extxyz"
         if not initial.exists():
             make_initial(initial, r)
-        for m in args.methods:
-            jobs.append({"method": m, "repeat": r, "config": base_config(args, m, r, initial),
-                         "run_dir": str(args.work / f"{m}_{r}"), "test_set": str(test_set),
-                         "stability_runs": args.stability_runs,
-                         "stability_steps": args.stability_steps})
-    with ProcessPoolExecutor(args.workers) as pool:
-        results = list(pool.map(run_one, jobs))
-    methods = aggregate(results)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    settings["wall_seconds"] = round(time.time() - t0, 1)
-    settings["model"] = jobs[0]["config"]["committee"]
-    settings["sampler"] = jobs[0]["config"]["sampler"]
-    (args.out / "ammonia.json").write_text(json.dumps(
-        {"settings": settings, "methods": methods,
-         "runs": [{k: v for k, v in r.items() if k != "label_positions"} for r in results]},
-        indent=1))
-    command = ("python benchmarks/ammonia.py " + " ".join(argv or [])).strip()
-    write_markdown(methods, settings, args.out / "ammonia.md", command)
-    plot(methods, results, str(args.out / "ammonia"))
-    print((args.out / "ammonia.md").read_text())
+        initial_files.append(initial)
+    run_benchmark("ammonia", args, initial_files, test_set)
 
 
 if __name__ == "__main__":
