@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -301,6 +302,7 @@ def parser(description: str) -> argparse.ArgumentParser:
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_ammonia")
+    argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
     args.argv = argv
     os.environ.setdefault("OMP_NUM_THREADS", "1")

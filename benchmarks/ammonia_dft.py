@@ -77,6 +77,7 @@ def main(argv=None):
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--below-kcal", type=float, default=5.0)
     p.set_defaults(repeats=2, methods=["attack", "md"], test_frames=0)
+    argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
     args.argv = argv
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
@@ -224,6 +225,7 @@ def main(argv=None):
     p.add_argument("--restarts", type=int, default=4)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=DOCS)
+    argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     cfg = base_config(args)
