@@ -1,6 +1,5 @@
 """NH3 on the paper's own DFT data: attack vs MD-based AL with BP86-D3(BJ)/def2-SVP (PySCF).
 
-    pip install -e ".[dispersion]"
     python benchmarks/ammonia_dft.py            # 2 repeats x 2 methods, ~1 h on 2 cores
 
 Data: ../shared/data/ammonia_paper.extxyz (138 frames, energies relative to the lowest frame,

@@ -1,7 +1,6 @@
 import numpy as np
 from ase import units
 from ase.build import molecule
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 
 from advsample.calculator import CommitteeCalculator
@@ -32,7 +31,9 @@ def test_nve_md_with_the_committee_conserves_energy(tmp_path):
     committee.save(tmp_path / "c.pt")
     atoms = molecule("NH3")
     atoms.calc = CommitteeCalculator(str(tmp_path / "c.pt"))
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    kT = units.kB * 300
+    atoms.set_momenta(rng.normal(size=(4, 3)) * np.sqrt(atoms.get_masses()[:, None] * kT))
     md = VelocityVerlet(atoms, timestep=0.25 * units.fs)
     totals = []
     for _ in range(40):

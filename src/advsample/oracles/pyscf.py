@@ -1,7 +1,7 @@
 """Molecular Hartree-Fock / DFT oracles with PySCF (energy + analytic gradient).
 
-Dispersion corrections (D3, D4) come from the optional package ``pyscf-dispersion``
-(``pip install pyscf-dispersion``, extra ``advsample[dispersion]``), which PySCF picks up
+Dispersion corrections (D3, D4) come from the package ``pyscf-dispersion``
+(``pip install pyscf-dispersion``, a dependency of advsample), which PySCF picks up
 through ``mf.disp``; the correction enters both the energy and the gradient.
 """
 
@@ -153,5 +153,5 @@ def _check_dispersion(dispersion: str) -> None:
     if importlib.util.find_spec("pyscf.dispersion") is None:
         raise ImportError(
             f"dispersion {dispersion!r} needs the package pyscf-dispersion: "
-            "pip install pyscf-dispersion (or advsample[dispersion])"
+            "pip install pyscf-dispersion"
         )
