@@ -158,7 +158,7 @@ def plot(results_by_method, summary, path_prefix):
             if len(new_next):
                 ax.scatter(new_next[:, 0], new_next[:, 1], s=18, c="red", marker="x",
                            label=f"{method} picks")
-            ax.set_title(f"{method}: committee mean, generation {gen}")
+            ax.set_title(f"{method}, generation {gen}")
             ax.set_xlim(*surface.box)
             ax.set_ylim(*surface.box)
         axes[1].legend(loc="lower left", fontsize=7)
