@@ -18,7 +18,7 @@ keeps for each seed the step with the highest objective that satisfies the const
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -74,7 +74,11 @@ class AttackConfig:
     box: (lo, hi) bounds on every coordinate of X0 + δ (toys);
     min_distance: smallest allowed interatomic distance (steps below it are not kept);
     energy_ceiling: largest allowed e(X) − min_k e_k, eV/atom (steps above are not kept);
-    remove_translation: subtract each structure's mean δ (atoms; off for one-point toys).
+    remove_translation: subtract each structure's mean δ (atoms; off for one-point toys);
+    strain: also optimise a symmetric strain ε [B, 3, 3] of periodic cells, applied to the cell
+    and the positions alike (X = (X0 + δ)(I + ε), cell = cell0 (I + ε), so scaled coordinates
+    follow the cell); max_strain bounds each component of ε; displacements: optimise δ (False
+    with strain gives a pure strain attack).
     """
 
     steps: int = 300
@@ -87,6 +91,9 @@ class AttackConfig:
     min_distance: float | None = None
     energy_ceiling: float | None = None
     remove_translation: bool = True
+    strain: bool = False
+    max_strain: float = 0.05
+    displacements: bool = True
     seed: int = 0
     progress: bool = False
 
@@ -163,6 +170,39 @@ def project(delta: torch.Tensor, seeds: Batch, cfg: AttackConfig) -> torch.Tenso
     return delta
 
 
+def deformed(seeds: Batch, delta: torch.Tensor, strain: torch.Tensor | None) -> Batch:
+    """Seeds displaced by δ [N, d] and, if given, strained by ε [B, d, d] (symmetrised).
+
+    Positions and cell are multiplied by I + ε so scaled coordinates are kept; ε only acts
+    on periodic structures.
+    """
+    positions = seeds.positions + delta
+    if strain is None:
+        return seeds.with_positions(positions)
+    periodic = seeds.pbc.any(dim=1).to(strain.dtype)[:, None, None]
+    sym = 0.5 * (strain + strain.transpose(1, 2)) * periodic
+    deformation = torch.eye(seeds.dim, dtype=strain.dtype) + sym  # [B, d, d]
+    positions = torch.einsum("ni,nij->nj", positions, deformation[seeds.structure])
+    return replace(seeds, positions=positions, cell=seeds.cell @ deformation, energy=None,
+                   forces=None)
+
+
+def wrap_positions(batch: Batch) -> Batch:
+    """Atoms of periodic structures moved into their cell along periodic directions."""
+    periodic = batch.pbc.any(dim=1)
+    if not periodic.any():
+        return batch
+    cell = batch.cell[batch.structure]  # [N, 3, 3]
+    atom_periodic = periodic[batch.structure]
+    safe = torch.where(atom_periodic[:, None, None], cell, torch.eye(batch.dim,
+                                                                      dtype=cell.dtype))
+    scaled = torch.linalg.solve(safe.transpose(1, 2), batch.positions.unsqueeze(-1)).squeeze(-1)
+    pbc = batch.pbc[batch.structure] & atom_periodic[:, None]
+    scaled = torch.where(pbc, scaled - torch.floor(scaled), scaled)
+    wrapped = torch.einsum("ni,nij->nj", scaled, cell)
+    return batch.with_positions(torch.where(atom_periodic[:, None], wrapped, batch.positions))
+
+
 def largest_atom_displacement(delta: torch.Tensor, seeds: Batch) -> torch.Tensor:
     out = torch.zeros(seeds.n_structures, dtype=delta.dtype)
     norms = delta.detach().norm(dim=1)
@@ -194,8 +234,18 @@ def _attack(committee, seeds, prior, cfg, record_history):
     x0 = seeds.positions.detach()
     gen = torch.Generator().manual_seed(cfg.seed)
     delta = torch.randn(x0.shape, generator=gen, dtype=x0.dtype) * cfg.init_scale
-    delta = project(delta, seeds, cfg).requires_grad_(True)
-    opt = torch.optim.Adam([delta], lr=cfg.lr)
+    if not cfg.displacements:
+        delta.zero_()
+    delta = project(delta, seeds, cfg).requires_grad_(cfg.displacements)
+    strain = None
+    variables = [delta] if cfg.displacements else []
+    if cfg.strain:
+        strain = torch.zeros(seeds.n_structures, x0.shape[1], x0.shape[1], dtype=x0.dtype,
+                             requires_grad=True)
+        variables.append(strain)
+    if not variables:
+        raise ValueError("nothing to optimise: displacements and strain are both off")
+    opt = torch.optim.Adam(variables, lr=cfg.lr)
 
     b = seeds.n_structures
     best_obj = torch.full((b,), -math.inf, dtype=x0.dtype)
@@ -203,9 +253,10 @@ def _attack(committee, seeds, prior, cfg, record_history):
     best_e = torch.full((b,), math.nan, dtype=x0.dtype)
     best_step = torch.full((b,), -1, dtype=torch.long)
     best_delta = delta.detach().clone()
+    best_strain = None if strain is None else strain.detach().clone()
     history = []
     for t in tqdm(range(cfg.steps + 1), desc="attack", disable=not cfg.progress, leave=False):
-        batch = seeds.with_positions(x0 + delta)
+        batch = deformed(seeds, delta, strain)
         objective, var, mean_e = score(committee, batch, prior, cfg.reduce,
                                        create_graph=t < cfg.steps)
         with torch.no_grad():
@@ -217,6 +268,8 @@ def _attack(committee, seeds, prior, cfg, record_history):
             best_step = torch.where(better, torch.full_like(best_step, t), best_step)
             atom_better = better[seeds.structure].unsqueeze(1)
             best_delta = torch.where(atom_better, delta.detach(), best_delta)
+            if strain is not None:
+                best_strain = torch.where(better[:, None, None], strain.detach(), best_strain)
             if record_history:
                 history.append(objective.detach().clone())
         if t == cfg.steps:
@@ -226,9 +279,12 @@ def _attack(committee, seeds, prior, cfg, record_history):
         opt.step()
         with torch.no_grad():
             project(delta, seeds, cfg)
+            if strain is not None:
+                strain.clamp_(-cfg.max_strain, cfg.max_strain)
 
+    best = deformed(seeds, best_delta, best_strain)
     candidates = Candidates(
-        batch=seeds.with_positions(x0 + best_delta),
+        batch=wrap_positions(best.with_positions(best.positions.detach())),
         objective=best_obj,
         uncertainty=best_var,
         energy=best_e,

@@ -3,7 +3,9 @@
 ``results`` holds, besides ``energy`` (eV) and ``forces`` (eV/Å, [n, 3]):
 ``energies`` [M] per member, ``forces_committee`` [M, n, 3], ``energy_std`` (eV),
 ``force_variance`` σ²_F of the structure ((eV/Å)², reduced by ``reduce``) and
-``atom_force_variance`` [n].
+``atom_force_variance`` [n]; for fully periodic cells also ``stress`` (eV/Å³, Voigt order
+xx, yy, zz, yz, xz, xy) of the mean energy, (1/V) ∂Ē/∂ε at zero strain ε, and
+``stress_committee`` [M, 6].
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from advsample.uncertainty import atom_force_variance, reduce_atoms
 
 
 class CommitteeCalculator(Calculator):
-    implemented_properties = ["energy", "free_energy", "forces"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
     def __init__(self, committee: Committee | str, reduce: str = "mean", **kwargs):
         super().__init__(**kwargs)
@@ -42,6 +44,25 @@ class CommitteeCalculator(Calculator):
             "atom_force_variance": per_atom.numpy(),
             "force_variance": float(reduce_atoms(per_atom, batch.structure, 1, self.reduce)[0]),
         }
+        if self.atoms.pbc.all():
+            stress = committee_stress(self.committee, batch)[:, 0]  # [M, 6]
+            self.results["stress_committee"] = stress.numpy()
+            self.results["stress"] = stress.mean(0).numpy()
+
+
+def committee_stress(committee: Committee, batch: Batch) -> torch.Tensor:
+    """Stress of every member for periodic structures, [M, B, 6] in eV/Å³ (Voigt order)."""
+    from advsample.attack import deformed
+
+    strain = torch.zeros(batch.n_structures, 3, 3, dtype=batch.dtype, requires_grad=True)
+    with torch.enable_grad():
+        energy = committee(deformed(batch, torch.zeros_like(batch.positions), strain),
+                           forces=False).energy  # [M, B]
+        rows = [torch.autograd.grad(e.sum(), strain, retain_graph=True)[0] for e in energy]
+    volume = torch.linalg.det(batch.cell).abs()  # [B]
+    sigma = torch.stack(rows) / volume[None, :, None, None]  # [M, B, 3, 3]
+    i, j = torch.tensor([0, 1, 2, 1, 0, 0]), torch.tensor([0, 1, 2, 2, 2, 1])
+    return sigma[..., i, j].detach()
 
 
 def predict(committee: Committee, atoms_list, chunk: int = 2048) -> tuple[torch.Tensor, ...]:
