@@ -27,3 +27,21 @@ def test_split_is_reproducible_and_disjoint():
     c, d = split_indices(50, 0.2, seed=3)
     assert torch.equal(a, c) and torch.equal(b, d)
     assert len(set(a.tolist()) & set(b.tolist())) == 0 and len(b) == 10
+
+
+def test_members_trained_separately_on_dask_match_sequential_training():
+    from advsample.executors import make_executor
+    from advsample.train import fit_members_separately
+
+    data = initial_points(DoubleWell2D(), 300, 0.0, seed=4)
+    cfg = TrainConfig(epochs=60, patience=1000, seed=5)
+    serial = Committee.build("mlp", 2, dim=2, width=16, depth=2, seed=9)
+    parallel = Committee.build("mlp", 2, dim=2, width=16, depth=2, seed=9)
+    with make_executor("inprocess") as ex:
+        a = fit_members_separately(serial, data, cfg, ex)
+    with make_executor("dask", workers=2) as ex:
+        b = fit_members_separately(parallel, data, cfg, ex)
+    for p, q in zip(serial.parameters(), parallel.parameters()):
+        torch.testing.assert_close(p, q)
+    assert a.val_energy_rmse == b.val_energy_rmse
+    assert a.epochs == b.epochs == 60

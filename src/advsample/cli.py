@@ -65,7 +65,8 @@ def cmd_train(args) -> None:
         ccfg, tcfg = CommitteeConfig(), TrainSettings()
     data = Batch.from_atoms(_read_labelled(args.data, require_labels=True))
     committee = Committee.build(ccfg.model, ccfg.size, seed=args.seed, **ccfg.hyperparameters)
-    train_cfg = TrainConfig(**{k: v for k, v in tcfg.model_dump().items() if k != "warm_start"},
+    train_cfg = TrainConfig(**{k: v for k, v in tcfg.model_dump().items()
+                               if k not in ("warm_start", "parallel")},
                             seed=args.seed, progress=True)
     result = fit(committee, data, train_cfg)
     committee.save(args.output)

@@ -34,12 +34,16 @@ class CommitteeOutput:
 
 
 class Committee(nn.Module):
-    """M independently initialised energy models of the same architecture."""
+    """M independently initialised energy models of the same architecture.
+
+    Uncertainty needs M >= 2; a committee of one is how a single member is trained on its own
+    (see ``train.fit_members_separately``).
+    """
 
     def __init__(self, members: list[nn.Module]):
         super().__init__()
-        if len(members) < 2:
-            raise ValueError("a committee needs at least 2 members")
+        if len(members) < 1:
+            raise ValueError("a committee needs at least one member")
         self.members = nn.ModuleList(members)
 
     @classmethod

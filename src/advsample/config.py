@@ -92,6 +92,7 @@ class TrainSettings(Strict):
     patience: int = Field(60, ge=1)
     lr_patience: int = Field(20, ge=1)
     warm_start: bool = False
+    parallel: bool = False  # train members separately on the executor's workers
 
 
 class SamplerConfig(Strict):

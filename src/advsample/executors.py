@@ -54,6 +54,14 @@ class Executor(ABC):
                 on_result(row_id, result)
                 bar.update()
 
+    def map(self, fn: Callable, jobs: list) -> list:
+        """[fn(job) for job in jobs], run where this executor runs things; results in order.
+
+        Used for work other than labelling, e.g. training committee members in parallel.
+        Exceptions propagate.
+        """
+        return [fn(job) for job in jobs]
+
     @abstractmethod
     def _run(self, oracle: Oracle, items: Items):
         """Yield (row_id, LabelResult) in completion order, exactly once per item."""
@@ -96,6 +104,16 @@ class ProcessExecutor(Executor):
         self._pool: ProcessPoolExecutor | None = None
 
     def _run(self, oracle, items):
+        pool = self._start()
+        futures = {pool.submit(_label_one, oracle, atoms): row_id for row_id, atoms in items}
+        broken = False
+        for future in as_completed(futures):
+            broken |= isinstance(future.exception(), BrokenProcessPool)
+            yield futures[future], _result_of(future)
+        if broken:  # a worker died and took the pool with it: start a fresh one next time
+            self.close()
+
+    def _start(self) -> ProcessPoolExecutor:
         if self._pool is None:
             threads = max(1, (os.cpu_count() or 1) // self.workers)
             self._pool = ProcessPoolExecutor(
@@ -104,13 +122,10 @@ class ProcessExecutor(Executor):
                 initializer=_limit_threads,
                 initargs=(threads,),
             )
-        futures = {self._pool.submit(_label_one, oracle, atoms): row_id for row_id, atoms in items}
-        broken = False
-        for future in as_completed(futures):
-            broken |= isinstance(future.exception(), BrokenProcessPool)
-            yield futures[future], _result_of(future)
-        if broken:  # a worker died and took the pool with it: start a fresh one next time
-            self.close()
+        return self._pool
+
+    def map(self, fn: Callable, jobs: list) -> list:
+        return list(self._start().map(fn, jobs))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -148,6 +163,10 @@ class DaskExecutor(Executor):
             else:
                 self._client = Client(self.address)
         return self._client
+
+    def map(self, fn: Callable, jobs: list) -> list:
+        client = self._connect()
+        return client.gather(client.map(fn, jobs, pure=False))
 
     def _run(self, oracle, items):
         from distributed import as_completed as dask_completed

@@ -42,7 +42,7 @@ from advsample.samplers import AdversarialSampler, GaussianDisplacementSampler, 
 from advsample.select import SelectConfig
 from advsample.store import Store
 from advsample.structures import Batch
-from advsample.train import TrainConfig, fit
+from advsample.train import TrainConfig, fit, fit_members_separately
 
 log = logging.getLogger("advsample")
 CONFIG_NAME = "config.yaml"
@@ -150,7 +150,12 @@ class ActiveLearning:
                                 val_fraction=t.val_fraction, patience=t.patience,
                                 lr_patience=t.lr_patience, seed=cfg.seed * 100 + g,
                                 progress=self.progress)
-        result = fit(committee, data, train_cfg, warm_start=warm)
+        if t.parallel:
+            e = cfg.executor
+            with make_executor(e.kind, e.workers, e.address) as executor:
+                result = fit_members_separately(committee, data, train_cfg, executor, warm)
+        else:
+            result = fit(committee, data, train_cfg, warm_start=warm)
         self.generation_dir(g).mkdir(parents=True, exist_ok=True)
         (self.generation_dir(g) / "train.json").write_text(json.dumps(
             {**result.as_dict(), "n_train": data.n_structures}, indent=1))

@@ -8,7 +8,7 @@ member keeps the weights of its own best validation epoch.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -32,7 +32,8 @@ class TrainConfig:
     patience: int = 200  # epochs without validation improvement before stopping
     lr_patience: int = 50  # epochs without improvement before halving the learning rate
     weight_decay: float = 0.0
-    seed: int = 0
+    seed: int = 0  # validation split, minibatch order
+    shuffle_seed: int | None = None  # minibatch order only (default: seed)
     progress: bool = False
 
 
@@ -100,7 +101,7 @@ def fit(committee: Committee, data: Batch, cfg: TrainConfig | None = None,
     best = torch.full((committee.size,), float("inf"))
     best_states = [copy.deepcopy(m.state_dict()) for m in committee.members]
     since_best, history, epochs_run = 0, [], 0
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.seed if cfg.shuffle_seed is None else cfg.shuffle_seed)
     bar = tqdm(range(cfg.epochs), desc="training", disable=not cfg.progress, leave=False)
     for epoch in bar:
         epochs_run = epoch + 1
@@ -134,6 +135,50 @@ def fit(committee: Committee, data: Batch, cfg: TrainConfig | None = None,
         val_forces_rmse=va.get("forces_rmse", float("nan")),
         history=history,
     )
+
+
+def fit_members_separately(committee: Committee, data: Batch, cfg: TrainConfig,
+                           executor, warm_start: bool = False) -> TrainResult:
+    """Train each member on its own through ``executor.map`` (e.g. one per Dask worker).
+
+    Every member sees the same training/validation split as in :func:`fit`; its minibatch
+    order follows ``cfg.seed + m``. The members come back as state dicts (tensors only) and
+    are loaded in place. The history holds the mean best validation loss.
+    """
+    from advsample.models import model_name
+
+    first = committee.members[0]
+    jobs = [(model_name(first), dict(first.hyperparameters), m.state_dict(), data, cfg, k,
+             warm_start) for k, m in enumerate(committee.members)]
+    results = executor.map(_fit_one_member, jobs)
+    for member, (state, _) in zip(committee.members, results):
+        member.load_state_dict(state)
+    committee.eval()
+    train_idx, val_idx = split_indices(data.n_structures, cfg.val_fraction, cfg.seed)
+    tr = evaluate(committee, data.select(train_idx))
+    va = evaluate(committee, data.select(val_idx)) if len(val_idx) else {}
+    return TrainResult(
+        epochs=max(r.epochs for _, r in results),
+        train_energy_rmse=tr["energy_rmse"],
+        train_forces_rmse=tr["forces_rmse"],
+        val_energy_rmse=va.get("energy_rmse", float("nan")),
+        val_forces_rmse=va.get("forces_rmse", float("nan")),
+        history=[float(np.mean([min(r.history) for _, r in results]))],
+    )
+
+
+def _fit_one_member(job) -> tuple[dict, TrainResult]:
+    """Worker side of :func:`fit_members_separately`: one member as a committee of one."""
+    from advsample.models import build_model
+
+    name, hyperparameters, state, data, cfg, index, warm_start = job
+    torch.set_num_threads(1)
+    model = build_model(name, **hyperparameters)
+    model.load_state_dict(state)
+    single = Committee([model])
+    result = fit(single, data, replace(cfg, shuffle_seed=cfg.seed + index, progress=False),
+                 warm_start=warm_start)
+    return model.state_dict(), result
 
 
 def _minibatches(n: int, batch_size: int | None, rng: np.random.Generator):
