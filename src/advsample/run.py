@@ -66,6 +66,9 @@ class ActiveLearning:
         run_dir = Path(run_dir)
         stored = run_dir / CONFIG_NAME
         if stored.exists():
+            if Path(config_path).exists() and Path(config_path).read_text() != stored.read_text():
+                log.warning("%s already holds a run: continuing it with its own %s, not %s",
+                            run_dir, CONFIG_NAME, config_path)
             return cls.resume(run_dir, progress)
         config = load_config(config_path)
         run_dir.mkdir(parents=True, exist_ok=True)
