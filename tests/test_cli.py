@@ -1,5 +1,6 @@
 """The command line: bad input gives one clear line and exit status 2."""
 
+import json
 import subprocess
 import sys
 
@@ -76,10 +77,15 @@ def test_train_attack_label_round_trip(tmp_path, capsys):
                       '{"type": "emt"}'], capsys)
     assert code == 0 and "12 labelled" in out.out
     assert ase.io.read(labelled, ":")[0].get_potential_energy() is not None
+    report = tmp_path / "stab.json"
+    code, out = _run(["stability", str(ckpt), str(data), "--runs", "2", "--steps", "20",
+                      "-o", str(report)], capsys)
+    assert code == 0 and "of 24 runs stable" in out.out
+    assert len(json.loads(report.read_text())["reason"]) == 24
 
 
 def test_help_is_instant_and_lists_commands():
     out = subprocess.run([sys.executable, "-m", "advsample.cli", "--help"],
                          capture_output=True, text=True, check=True).stdout
-    for cmd in ("run", "attack", "train", "label", "status", "report"):
+    for cmd in ("run", "attack", "train", "label", "stability", "status", "report"):
         assert cmd in out

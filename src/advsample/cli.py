@@ -1,4 +1,4 @@
-"""``advsample run|attack|train|label|status|report``: a thin shell over the Python API.
+"""``advsample run|attack|train|label|stability|status|report``: a thin shell over the Python API.
 
 Heavy imports happen inside each command so ``advsample --help`` is instant. Any problem
 with the user's input is one line on stderr and exit status 2.
@@ -126,6 +126,26 @@ def cmd_label(args) -> None:
     print(f"{args.output}: {len(out) - failed} labelled, {failed} failed")
 
 
+def cmd_stability(args) -> None:
+    import json
+
+    from advsample.committee import Committee
+    from advsample.stability import stability_test
+    from advsample.structures import Batch
+
+    committee = Committee.load(args.committee)
+    starts = Batch.from_atoms(_read_labelled(args.starts, require_labels=False), labels=False)
+    result = stability_test(committee, starts, temperature_K=args.temperature,
+                            steps=args.steps, dt_fs=args.dt, floor=args.floor,
+                            bond_ceiling=args.bond_ceiling, runs_per_start=args.runs,
+                            seed=args.seed, progress=True)
+    summary = result.as_dict()
+    if args.output:
+        Path(args.output).write_text(json.dumps(summary, indent=1))
+    print(f"{result.fraction_stable:.3f} of {len(result.reason)} runs stable over "
+          f"{args.steps * args.dt:.0f} fs at {args.temperature:.0f} K")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="advsample", description="Uncertainty-based adversarial "
                                 "sampling for neural-network interatomic potentials.")
@@ -166,6 +186,20 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--min-distance", type=float, default=0.7)
     a.add_argument("--seed", type=int, default=0)
     a.set_defaults(func=cmd_attack)
+
+    st = sub.add_parser("stability", help="fraction of NN-MD runs that stay physical")
+    st.add_argument("committee", help="committee checkpoint (.pt)")
+    st.add_argument("starts", help="starting geometries (extxyz)")
+    st.add_argument("--temperature", type=float, default=1000.0, help="K")
+    st.add_argument("--steps", type=int, default=4000)
+    st.add_argument("--dt", type=float, default=0.5, help="time step, fs")
+    st.add_argument("--runs", type=int, default=32, help="runs per starting geometry")
+    st.add_argument("--floor", type=float, default=0.5, help="closest allowed pair, Å")
+    st.add_argument("--bond-ceiling", type=float, default=1.5,
+                    help="largest allowed stretch of a starting bond (multiple)")
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("-o", "--output", help="write the per-run results as JSON")
+    st.set_defaults(func=cmd_stability)
 
     lb = sub.add_parser("label", help="label structures with an oracle")
     lb.add_argument("input")
