@@ -76,7 +76,7 @@ class OracleConfig(Strict):
 
 
 class CommitteeConfig(Strict):
-    model: Literal["painn", "mlp"] = "painn"
+    model: Literal["painn", "mace", "mlp"] = "painn"
     size: int = Field(4, ge=2)
     hyperparameters: dict = Field(default_factory=lambda: {
         "features": 32, "interactions": 2, "cutoff": 4.0})

@@ -11,6 +11,7 @@ import importlib
 _REGISTRY = {
     "mlp": ("advsample.models.mlp", "MLPEnergy"),
     "painn": ("advsample.models.painn", "PaiNN"),
+    "mace": ("advsample.models.mace", "MACEEnergy"),
 }
 
 
