@@ -92,6 +92,8 @@ def run_one(job: dict) -> dict:
 
     t0 = time.time()
     run_dir = Path(job["run_dir"])
+    if (run_dir / "result.json").exists():  # finished and evaluated by an earlier call
+        return json.loads((run_dir / "result.json").read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(job["config"]))
     reference = json.loads(Path(job["reference"]).read_text())
@@ -125,6 +127,7 @@ def run_one(job: dict) -> dict:
     out["loop_seconds"] = loop_seconds
     out["wall_seconds"] = time.time() - t0
     out["label_positions"] = _label_positions(al)
+    (run_dir / "result.json").write_text(json.dumps(out))
     return out
 
 
@@ -264,12 +267,17 @@ def run_benchmark(name: str, args, initial_files: list[Path], test_set: Path,
     ref = reference_file(args.work, jobs[0]["config"])
     for job in jobs:
         job["reference"] = str(ref)
-    with ProcessPoolExecutor(args.workers) as pool:
-        results = list(pool.map(run_one, jobs))
+    if args.aggregate_only:  # write the documents from the loops finished so far
+        results = [json.loads((Path(j["run_dir"]) / "result.json").read_text()) for j in jobs
+                   if (Path(j["run_dir"]) / "result.json").exists()]
+    else:
+        with ProcessPoolExecutor(args.workers) as pool:
+            results = list(pool.map(run_one, jobs))
     methods = aggregate(results)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     settings["wall_seconds"] = round(time.time() - t0, 1)
     settings["config"] = jobs[0]["config"]
+    settings["loops_evaluated"] = [f"{r['method']}_{r['repeat']}" for r in results]
     (args.out / f"{name}.json").write_text(json.dumps(
         {"settings": settings, "methods": methods,
          "runs": [{k: v for k, v in r.items() if k != "label_positions"} for r in results]},
@@ -296,6 +304,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="override the example's epochs")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=DOCS)
+    p.add_argument("--aggregate-only", action="store_true",
+                   help="only write the documents from loops already evaluated")
     return p
 
 
