@@ -100,7 +100,12 @@ def run_one(job: dict) -> dict:
     (run_dir / "reference.json").write_text(json.dumps(reference))
     al = ActiveLearning(parse_config(job["config"], str(run_dir / "config.yaml")), run_dir,
                         progress=False)
-    state = al.run()
+    if job.get("evaluate_only"):  # a loop cut short: evaluate the generations it finished
+        done = sorted(run_dir.glob("generations/gen_*/metrics.json"))
+        state = {"generation": len(done) - 1, "reason": f"cut short after {len(done) - 1} "
+                 "generations (benchmark time limit)"}
+    else:
+        state = al.run()
     loop_seconds = time.time() - t0
     test = Batch.from_atoms(ase.io.read(job["test_set"], ":"))
     start = Atoms(reference["numbers"], positions=reference["positions"][0])  # the minimum
@@ -270,6 +275,14 @@ def run_benchmark(name: str, args, initial_files: list[Path], test_set: Path,
     if args.aggregate_only:  # write the documents from the loops finished so far
         results = [json.loads((Path(j["run_dir"]) / "result.json").read_text()) for j in jobs
                    if (Path(j["run_dir"]) / "result.json").exists()]
+        unfinished = [dict(j, evaluate_only=True) for j in jobs
+                      if not (Path(j["run_dir"]) / "result.json").exists()
+                      and j["method"] not in {r["method"] for r in results}
+                      and (Path(j["run_dir"]) / "generations" / "gen_000" / "metrics.json"
+                           ).exists()]
+        if unfinished:  # a method with no finished loop: evaluate its partial loops
+            with ProcessPoolExecutor(args.workers) as pool:
+                results += list(pool.map(run_one, unfinished))
     else:
         with ProcessPoolExecutor(args.workers) as pool:
             results = list(pool.map(run_one, jobs))
