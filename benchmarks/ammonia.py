@@ -132,7 +132,8 @@ def run_one(job: dict) -> dict:
     out["loop_seconds"] = loop_seconds
     out["wall_seconds"] = time.time() - t0
     out["label_positions"] = _label_positions(al)
-    (run_dir / "result.json").write_text(json.dumps(out))
+    if not job.get("evaluate_only"):  # a cut-short loop stays open for a later run
+        (run_dir / "result.json").write_text(json.dumps(out))
     return out
 
 
