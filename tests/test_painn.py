@@ -98,16 +98,13 @@ def force_variance(committee: Committee, batch: Batch, create_graph: bool) -> to
 
 
 class EnergyModelBattery:
-    """Checks every 3D energy model must pass. Subclasses define ``make_model``.
+    """Checks every 3D energy model must pass. Subclasses define ``make_model() -> EnergyModel``.
 
     ``cutoff`` is the model's interaction range (Å); ``dtype`` the precision of the batches.
     """
 
     cutoff: float
     dtype = torch.float64
-
-    def make_model(self) -> EnergyModel:
-        raise NotImplementedError
 
     @pytest.fixture
     def model(self) -> EnergyModel:
