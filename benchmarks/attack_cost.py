@@ -6,7 +6,8 @@
     same batch (1,000 NH3 seeds; the floor is about 1.0);
 (b) attacking 1,000 NH3 seeds in one batched call vs one seed per call, as the original code
     did (the serial time is measured on ``--serial-seeds`` seeds and scaled to 1,000);
-(c) seconds per attack step for periodic Si diamond cells from 216 to 8,000 atoms.
+(c) seconds per attack step for periodic Si diamond cells from 216 to 8,000 atoms, before
+    and after ``advsample.runtime.tune_allocator`` (each size in a fresh process).
 Writes docs/benchmarks/attack_cost.{json,md}. Committee: 4 PaiNN members (features 32,
 2 interactions, cutoff 4 Å, float32), the default run's model.
 """
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,7 @@ from ase.build import bulk, molecule
 
 from advsample.attack import AttackConfig, BoltzmannPrior, attack
 from advsample.committee import Committee
+from advsample.runtime import tune_allocator
 from advsample.structures import Batch
 from advsample.uncertainty import force_variance
 
@@ -101,22 +105,32 @@ def batched_speedup(n_seeds: int, serial_seeds: int, steps: int) -> dict:
             "speedup": t_serial / t_batched}
 
 
-def scaling(repeats: list[int], steps: int) -> list[dict]:
+def _scaling_point(r: int, steps: int, tuned: bool) -> dict:
+    """Seconds per attack step on an r x r x r Si supercell (fresh process, 1 thread)."""
+    torch.set_num_threads(1)
+    if tuned:
+        tune_allocator()
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((r, r, r))
+    atoms.rattle(0.05, seed=r)
+    batch = Batch.from_atoms([atoms], labels=False)
+    batch.energy = torch.tensor([-5.0 * len(atoms)], dtype=torch.float64)
+    committee = committee_for(batch)
+    prior = BoltzmannPrior.from_training(batch, 0.05)
+    cfg = AttackConfig(steps=steps, max_displacement=0.3)
+    seeds = batch.without_labels()
+    start = time.perf_counter()
+    attack(committee, seeds, prior, cfg)
+    return {"atoms": len(atoms), "seconds_per_step": (time.perf_counter() - start) / (steps + 1)}
+
+
+def scaling(repeats: list[int], steps: int, tuned: bool) -> list[dict]:
+    """Each cell size in its own spawned process, so allocator state starts fresh."""
     out = []
+    context = multiprocessing.get_context("spawn")
     for r in repeats:
-        atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((r, r, r))
-        atoms.rattle(0.05, seed=r)
-        batch = Batch.from_atoms([atoms], labels=False)
-        batch.energy = torch.tensor([-5.0 * len(atoms)], dtype=torch.float64)
-        committee = committee_for(batch)
-        prior = BoltzmannPrior.from_training(batch, 0.05)
-        cfg = AttackConfig(steps=steps, max_displacement=0.3)
-        seeds = batch.without_labels()
-        start = time.perf_counter()
-        attack(committee, seeds, prior, cfg)
-        t = time.perf_counter() - start
-        out.append({"atoms": len(atoms), "seconds_per_step": t / (steps + 1)})
-        print(out[-1], flush=True)
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            out.append(pool.submit(_scaling_point, r, steps, tuned).result())
+        print({"allocator": "tuned" if tuned else "default", **out[-1]}, flush=True)
     return out
 
 
@@ -136,10 +150,17 @@ def write(result: dict, path: Path, command: str) -> None:
              f"{b['serial_s_estimated']:.0f} s |",
              f"| batched speed-up | {result['batched_speedup']:.0f}x |", "",
              "## Attack step time vs cell size (Si diamond, periodic)", "",
-             "| atoms | seconds per step | µs per atom |", "|---|---|---|"]
-    for row in result["scaling"]:
-        lines.append(f"| {row['atoms']} | {row['seconds_per_step']:.3f} | "
-                     f"{row['seconds_per_step'] / row['atoms'] * 1e6:.1f} |")
+             "Each size in a fresh process. *before*: glibc's default malloc, which returns "
+             "every large freed tensor to the kernel so the next step page-faults it in "
+             "again; *after*: `advsample.runtime.tune_allocator()` (what the CLI does), "
+             "which keeps freed blocks in the heap.", "",
+             "| atoms | before: s per step | after: s per step | after: µs per atom | "
+             "speed-up |", "|---|---|---|---|---|"]
+    for old, row in zip(result["scaling_default_allocator"], result["scaling"], strict=True):
+        lines.append(f"| {row['atoms']} | {old['seconds_per_step']:.3f} | "
+                     f"{row['seconds_per_step']:.3f} | "
+                     f"{row['seconds_per_step'] / row['atoms'] * 1e6:.1f} | "
+                     f"{old['seconds_per_step'] / row['seconds_per_step']:.2f}x |")
     lines += ["", "![scaling](attack_cost_scaling.png)", ""]
     (path / "attack_cost.md").write_text("\n".join(lines))
     import matplotlib
@@ -149,8 +170,10 @@ def write(result: dict, path: Path, command: str) -> None:
 
     n = np.array([r["atoms"] for r in result["scaling"]])
     t = np.array([r["seconds_per_step"] for r in result["scaling"]])
+    t_old = np.array([r["seconds_per_step"] for r in result["scaling_default_allocator"]])
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.loglog(n, t, "o-", label="attack step")
+    ax.loglog(n, t_old, "s:", color="0.5", label="before (default malloc)")
+    ax.loglog(n, t, "o-", label="after (tuned allocator)")
     ax.loglog(n, t[0] * n / n[0], "k--", label="linear")
     ax.set_xlabel("atoms in the cell")
     ax.set_ylabel("seconds per attack step")
@@ -171,6 +194,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
+    scaling_steps = max(3, args.steps // 4)
+    before = scaling(args.repeats, scaling_steps, tuned=False)
+    after = scaling(args.repeats, scaling_steps, tuned=True)
+    tune_allocator()
     step = step_ratio(args.seeds, args.steps)
     print(step, flush=True)
     batched = batched_speedup(args.seeds, args.serial_seeds, args.steps)
@@ -178,7 +205,8 @@ def main(argv=None):
     result = {
         "step_over_committee_pass": step["ratio"],
         "batched_speedup": batched["speedup"],
-        "scaling": scaling(args.repeats, max(3, args.steps // 4)),
+        "scaling": after,
+        "scaling_default_allocator": before,
         "settings": {**vars(args), "out": str(args.out), "threads": torch.get_num_threads()},
         "details": {"step": step, "batched": batched},
     }

@@ -215,7 +215,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from advsample.runtime import tune_allocator
+
     args = parser().parse_args(argv)
+    tune_allocator()
     verbose = args.verbose or args.command == "run"
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(message)s")

@@ -25,6 +25,7 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from advsample.oracles.base import LabelResult, Oracle, describe_exception
+from advsample.runtime import tune_allocator
 
 Items = Sequence[tuple[int, Atoms]]
 OnResult = Callable[[int, LabelResult], None]
@@ -119,7 +120,7 @@ class ProcessExecutor(Executor):
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_limit_threads,
+                initializer=_init_worker,
                 initargs=(threads,),
             )
         return self._pool
@@ -201,9 +202,11 @@ def make_executor(
     raise ValueError(f"unknown executor {kind!r}; choose 'inprocess', 'processes' or 'dask'")
 
 
-def _limit_threads(threads: int) -> None:
-    """Worker initializer: cap OpenMP threads before the oracle's libraries load."""
+def _init_worker(threads: int) -> None:
+    """Worker initializer: cap OpenMP threads before the oracle's libraries load, and keep
+    large freed tensors in the heap (members may be trained here)."""
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    tune_allocator()
 
 
 def _result_of(future) -> LabelResult:
