@@ -86,10 +86,12 @@ def run_one(job: dict) -> dict:
     from advsample.committee import Committee
     from advsample.config import parse_config
     from advsample.run import ActiveLearning
+    from advsample.runtime import tune_allocator
     from advsample.stability import stability_test
     from advsample.structures import Batch
     from advsample.train import evaluate
 
+    tune_allocator()
     t0 = time.time()
     run_dir = Path(job["run_dir"])
     if (run_dir / "result.json").exists():  # finished and evaluated by an earlier call

@@ -33,10 +33,12 @@ def train_and_test(job: dict) -> dict:
 
     torch.set_num_threads(1)
     from advsample.committee import Committee
+    from advsample.runtime import tune_allocator
     from advsample.store import Store
     from advsample.structures import Batch
     from advsample.train import TrainConfig, evaluate, fit
 
+    tune_allocator()
     atoms = Store(job["db"]).training_atoms(max_generation=job["generation"])
     data = Batch.from_atoms(atoms)
     test = Batch.from_atoms(ase.io.read(job["test"], ":"))

@@ -80,9 +80,11 @@ def run_method(job: dict) -> dict:
     from advsample.committee import Committee
     from advsample.config import parse_config
     from advsample.run import ActiveLearning
+    from advsample.runtime import tune_allocator
     from advsample.stability import stability_test
     from advsample.structures import Batch
 
+    tune_allocator()
     run_dir = Path(job["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(job["config"]))
