@@ -7,8 +7,8 @@ Subset of ../shared/data/zeolites_host_guest.json that 2 CPU cores can handle: c
 <= 60 atoms from the frameworks with most such cells (SOD, SBN, THO by default), up to
 ``--per-framework`` complexes each for training (distinct guests first) and one more per
 framework held out (never labelled or used as a seed). Initial data: short GFN1-xTB
-Langevin MD of each training complex. Then, from the same initial data, MD-based AL and
-attacks add labels; after each generation the committee runs NN-MD at ``--temperature``
+Langevin MD of each training complex. Then, from the same initial committee, MD-based AL and
+attacks add labels (each generation's committee warm-starts from the previous one); after each generation the committee runs NN-MD at ``--temperature``
 from every training and held-out complex; a run succeeds when no atom pair comes closer than
 0.5 Å and no bond of the starting connectivity (framework Si-O and guest bonds alike)
 stretches past 1.5x. Writes docs/benchmarks/zeolites.{md,json} and a plot; run directories
@@ -118,7 +118,7 @@ def loop_config(args, method: str, initial: Path, system: Path) -> dict:
         "committee": {"model": "painn", "size": 4, "hyperparameters": {
             "features": 32, "interactions": 2, "cutoff": 4.5, "n_rbf": 16}},
         "train": {"epochs": args.epochs, "batch_size": 8, "forces_weight": 10.0,
-                  "patience": 40, "lr_patience": 15},
+                  "patience": 40, "lr_patience": 15, "warm_start": True},
         "sampler": {"type": method, "kT": args.kT, "steps": args.attack_steps,
                     "restarts": 1, "seeds": args.seeds, "max_displacement": 0.3,
                     "min_distance": 0.8, "md_temperature_K": args.temperature,

@@ -148,7 +148,7 @@ def constraints_hold(batch: Batch, mean_energy: torch.Tensor, prior: BoltzmannPr
         e = prior.per_atom_energy(mean_energy.detach(), batch)
         ok &= (e - prior.e_min) <= cfg.energy_ceiling
     if cfg.min_distance is not None:
-        ok &= min_interatomic_distance(batch) >= cfg.min_distance
+        ok &= min_interatomic_distance(batch, within=cfg.min_distance) >= cfg.min_distance
     return ok
 
 

@@ -192,7 +192,7 @@ def _failure(state: MDState, bonds: Bonds, floor: float, bond_ceiling: float) ->
     bad = ~torch.isfinite(torch.cat([batch.positions, state.forces], dim=1)).all(dim=1)  # [N]
     finite = torch.zeros(b, dtype=torch.long).index_add(0, batch.structure, bad.long()) == 0
     finite &= torch.isfinite(state.energy)
-    close = min_interatomic_distance(batch) < floor
+    close = min_interatomic_distance(batch, within=floor) < floor
     stretched = bonds.lengths(batch.positions) > bond_ceiling * bonds.length  # [P]
     broken = torch.zeros(b, dtype=torch.long).index_add(
         0, batch.structure[bonds.i], stretched.long()
