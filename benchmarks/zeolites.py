@@ -7,9 +7,10 @@ Subset of ../shared/data/zeolites_host_guest.json that 2 CPU cores can handle: c
 <= 60 atoms from the frameworks with most such cells (SOD, SBN, THO by default), up to
 ``--per-framework`` complexes each for training (distinct guests first) and one more per
 framework held out (never labelled or used as a seed). Initial data: short GFN1-xTB
-Langevin MD of each training complex. Then, from the same initial committee, MD-based AL and
-attacks add labels (each generation's committee warm-starts from the previous one); after each generation the committee runs NN-MD at ``--temperature``
-from every training and held-out complex; a run succeeds when no atom pair comes closer than
+Langevin MD of each training complex. Then, from the same initial committee, MD-based AL
+and attacks add labels (each generation's committee warm-starts from the previous one);
+after each generation the committee runs NN-MD at ``--temperature`` from every training and
+held-out complex; a run succeeds when no atom pair comes closer than
 0.5 Å and no bond of the starting connectivity (framework Si-O and guest bonds alike)
 stretches past 1.5x. Writes docs/benchmarks/zeolites.{md,json} and a plot; run directories
 go to runs/bench_zeolites/.
