@@ -123,15 +123,17 @@ def _scaling_point(r: int, steps: int, tuned: bool) -> dict:
     return {"atoms": len(atoms), "seconds_per_step": (time.perf_counter() - start) / (steps + 1)}
 
 
-def scaling(repeats: list[int], steps: int, tuned: bool) -> list[dict]:
-    """Each cell size in its own spawned process, so allocator state starts fresh."""
-    out = []
+def scaling(repeats: list[int], steps: int) -> tuple[list[dict], list[dict]]:
+    """(default allocator, tuned allocator) rows; each size runs in a fresh spawned process
+    with the default allocator and then with the tuned one, so both see the same load."""
+    before, after = [], []
     context = multiprocessing.get_context("spawn")
     for r in repeats:
-        with ProcessPoolExecutor(1, mp_context=context) as pool:
-            out.append(pool.submit(_scaling_point, r, steps, tuned).result())
-        print({"allocator": "tuned" if tuned else "default", **out[-1]}, flush=True)
-    return out
+        for tuned, rows in ((False, before), (True, after)):
+            with ProcessPoolExecutor(1, mp_context=context) as pool:
+                rows.append(pool.submit(_scaling_point, r, steps, tuned).result())
+            print({"allocator": "tuned" if tuned else "default", **rows[-1]}, flush=True)
+    return before, after
 
 
 def write(result: dict, path: Path, command: str) -> None:
@@ -195,8 +197,7 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     scaling_steps = max(3, args.steps // 4)
-    before = scaling(args.repeats, scaling_steps, tuned=False)
-    after = scaling(args.repeats, scaling_steps, tuned=True)
+    before, after = scaling(args.repeats, scaling_steps)
     tune_allocator()
     step = step_ratio(args.seeds, args.steps)
     print(step, flush=True)
