@@ -45,3 +45,16 @@ def test_members_trained_separately_on_dask_match_sequential_training():
         torch.testing.assert_close(p, q)
     assert a.val_energy_rmse == b.val_energy_rmse
     assert a.epochs == b.epochs == 60
+
+
+def test_warm_start_keeps_the_starting_weights_when_no_epoch_beats_them():
+    data = initial_points(DoubleWell2D(), 300, 0.0, seed=6)
+    committee = Committee.build("mlp", 2, dim=2, width=16, depth=2, seed=1)
+    fit(committee, data, TrainConfig(epochs=200, patience=1000, seed=7))
+    start = [p.detach().clone() for p in committee.parameters()]
+    before = evaluate(committee, data)
+    # a learning rate this large wrecks every epoch: the starting weights must come back
+    fit(committee, data, TrainConfig(epochs=3, lr=5.0, patience=1000, seed=7), warm_start=True)
+    for p, q in zip(committee.parameters(), start):
+        torch.testing.assert_close(p, q)
+    assert evaluate(committee, data) == before

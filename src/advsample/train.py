@@ -99,6 +99,9 @@ def fit(committee: Committee, data: Batch, cfg: TrainConfig | None = None,
         opt, factor=0.5, patience=cfg.lr_patience, min_lr=cfg.min_lr
     )
     best = torch.full((committee.size,), float("inf"))
+    if warm_start:  # the starting weights compete: a warm start never ends worse than it began
+        committee.eval()
+        best = _member_losses(committee, monitor, cfg, scale, create_graph=False).detach()
     best_states = [copy.deepcopy(m.state_dict()) for m in committee.members]
     since_best, history, epochs_run = 0, [], 0
     rng = np.random.default_rng(cfg.seed if cfg.shuffle_seed is None else cfg.shuffle_seed)
