@@ -140,7 +140,7 @@ def main(argv=None):
     p.add_argument("--per-framework", type=int, default=4)
     p.add_argument("--initial-frames", type=int, default=8)
     p.add_argument("--initial-temperature", type=float, default=300.0)
-    p.add_argument("--generations", type=int, default=4)
+    p.add_argument("--generations", type=int, default=3)
     p.add_argument("--labels", type=int, default=10)
     p.add_argument("--seeds", type=int, default=24)
     p.add_argument("--kT", type=float, default=0.05)
