@@ -209,8 +209,11 @@ def write_report(results: dict, settings: dict, out: Path, command: str) -> None
         for k, g in enumerate(r["generation"]):
             lines.append(f"| {m} | {g} | {r['labels'][k]} | {r['success_train'][k]:.2f} | "
                          f"{r['success_heldout'][k]:.2f} |")
-        ax.plot(r["labels"], r["success_train"], "o-", label=f"{m}, training complexes")
-        ax.plot(r["labels"], r["success_heldout"], "s--", label=f"{m}, held out")
+        big = m == "attack"  # larger hollow markers keep coinciding curves visible
+        style = {"markersize": 10 if big else 5, "markerfacecolor": "none" if big else None}
+        ax.plot(r["labels"], r["success_train"], "o-", label=f"{m}, training complexes",
+                **style)
+        ax.plot(r["labels"], r["success_heldout"], "s--", label=f"{m}, held out", **style)
     ax.set_xlabel("labels added")
     ax.set_ylabel("successful NN-MD runs")
     ax.set_ylim(0, 1.05)
