@@ -16,6 +16,7 @@ from torch import nn
 from advsample.structures import Batch
 
 N_ELEMENTS = 119  # atomic numbers 0..118; 0 is the toy "element"
+DTYPES = {"float32": torch.float32, "float64": torch.float64}  # a model's compute precision
 
 
 class EnergyModel(nn.Module, abc.ABC):

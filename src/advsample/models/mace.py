@@ -33,11 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from advsample.models.base import N_ELEMENTS, EnergyModel
+from advsample.models.base import DTYPES, N_ELEMENTS, EnergyModel
 from advsample.neighbors import NeighborList, neighbor_pairs
 from advsample.structures import Batch
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # mace/__init__.py sets this variable to "1" (the e3nn it uses cannot load its own constants
 # file with weights_only). Left set, it turns weights_only off for every later torch.load
 # that does not pass weights_only explicitly, so import_mace puts it back as it was.

@@ -26,11 +26,10 @@ import math
 import torch
 from torch import nn
 
-from advsample.models.base import N_ELEMENTS, EnergyModel
+from advsample.models.base import DTYPES, N_ELEMENTS, EnergyModel
 from advsample.neighbors import NeighborList, neighbor_pairs, pair_vectors
 from advsample.structures import Batch
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Softening of ‖V v‖ = sqrt(|V v|² + ε): the plain norm has a cusp where V v = 0, which
 # happens by symmetry (e.g. on the nitrogen of planar NH3), and attacks differentiate the
 # forces there; ε sets the feature scale (√ε = 0.01) below which the norm is smoothed.
