@@ -17,3 +17,13 @@ def _seed_and_tmpdir(tmp_path, monkeypatch):
     torch.manual_seed(0)
     np.random.seed(0)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(params=[
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                  reason="no CUDA device")),
+])
+def device(request) -> torch.device:
+    """Each device a test should run on: the CPU, and the GPU when there is one."""
+    return torch.device(request.param)

@@ -83,12 +83,11 @@ def test_objective_gradient_equals_finite_differences():
 
 
 def _toy_setup(n_seeds=50):
-    from advsample.loop import initial_points
     from advsample.oracles.analytic import DoubleWell2D
     from advsample.train import TrainConfig, fit
 
     surface = DoubleWell2D()
-    training = initial_points(surface, 400, -2.0, seed=0)
+    training = surface.uniform_points(400, -2.0, seed=0)
     committee = Committee.build("mlp", 4, dim=2, width=32, depth=2)
     fit(committee, training, TrainConfig(epochs=150, patience=1000))
     prior = BoltzmannPrior.from_training(training, 5.0)

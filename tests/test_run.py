@@ -12,7 +12,7 @@ from pathlib import Path
 import ase.io
 from test_cli import _labelled_nh3
 
-from advsample.run import ActiveLearning
+from advsample.run import start
 from advsample.store import Store
 
 HERE = Path(__file__).parent
@@ -98,7 +98,7 @@ def test_oracle_failures_are_recorded_and_the_run_goes_on(tmp_path):
 
     sys.path.insert(0, str(HERE))
     importlib.import_module("slow_oracle")
-    al = ActiveLearning.start(cfg, tmp_path / "run", progress=False)
+    al = start(cfg, tmp_path / "run", progress=False)
     state = al.run()
     rows = al.store.rows(generation=1)
     failed = [r for r in rows if r["status"] == "failed"]

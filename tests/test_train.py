@@ -1,13 +1,53 @@
+import math
+
+import numpy as np
+import pytest
 import torch
 
 from advsample.committee import Committee
-from advsample.loop import initial_points
 from advsample.oracles.analytic import DoubleWell2D
-from advsample.train import TrainConfig, evaluate, fit, split_indices
+from advsample.structures import Batch
+from advsample.train import (
+    TrainConfig,
+    evaluate,
+    fit,
+    fit_members_separately,
+    member_order_rng,
+    member_training_indices,
+    split_indices,
+)
+
+
+def toy_data(n: int, seed: int, energy_max: float = 0.0) -> Batch:
+    """Labelled uniform points of the 2D double well with true energy below ``energy_max``."""
+    surface = DoubleWell2D()
+    x = np.random.default_rng(seed).uniform(*surface.box, size=(n, surface.dim))
+    return surface.label(Batch.from_points(x[surface.energy(x) < energy_max]))
+
+
+def spy_on_members(committee: Committee, data: Batch) -> tuple[list, list]:
+    """Record what each member's forward sees during training.
+
+    Returns (batches, weights): batches[m] lists, per training-mode call (one per step), the
+    indices into ``data`` of the structures member m trained on; weights[m] its state dict at
+    each evaluation-mode call (one per validation, then the final evaluations).
+    """
+    where = {tuple(p): i for i, p in enumerate(data.positions.tolist())}
+    batches, weights = [[] for _ in committee.members], [[] for _ in committee.members]
+    for m, member in enumerate(committee.members):
+        def spy(batch, m=m, member=member, forward=member.forward):
+            if member.training:
+                batches[m].append([where[tuple(p)] for p in batch.positions.tolist()])
+            else:
+                weights[m].append({k: v.clone() for k, v in member.state_dict().items()})
+            return forward(batch)
+
+        member.forward = spy
+    return batches, weights
 
 
 def test_training_lowers_validation_error():
-    data = initial_points(DoubleWell2D(), 600, 0.0, seed=1)
+    data = toy_data(600, seed=1)
     committee = Committee.build("mlp", 3, dim=2, width=32, depth=2)
     cfg = TrainConfig(epochs=300, patience=1000, seed=2)
     train_idx, val_idx = split_indices(data.n_structures, cfg.val_fraction, cfg.seed)
@@ -17,7 +57,8 @@ def test_training_lowers_validation_error():
     result = fit(committee, data, cfg)
     assert result.val_energy_rmse < 0.2 * before["energy_rmse"]
     assert result.val_forces_rmse < 0.2 * before["forces_rmse"]
-    # members keep distinct weights after training on the same data
+    assert result.member_epochs == [300] * 3 and result.as_dict()["member_epochs"] == [300] * 3
+    # members keep distinct weights after training
     w0, w1 = (m.mlp[0].weight for m in committee.members[:2])
     assert not torch.allclose(w0, w1)
 
@@ -29,11 +70,109 @@ def test_split_is_reproducible_and_disjoint():
     assert len(set(a.tolist()) & set(b.tolist())) == 0 and len(b) == 10
 
 
+def test_each_member_trains_on_its_own_bootstrap_resample():
+    data = toy_data(120, seed=3)
+    cfg = TrainConfig(epochs=2, batch_size=8, patience=1000, seed=4)
+    committee = Committee.build("mlp", 2, dim=2, width=8, depth=1)
+    batches, _ = spy_on_members(committee, data)
+    fit(committee, data, cfg)
+    train_idx, _ = split_indices(data.n_structures, cfg.val_fraction, cfg.seed)
+    n_train, steps = len(train_idx), math.ceil(len(train_idx) / cfg.batch_size)
+    resamples = [sorted(train_idx[member_training_indices(n_train, cfg, m)].tolist())
+                 for m in range(2)]
+    assert resamples[0] != resamples[1]
+    assert all(len(r) == n_train and len(set(r)) < n_train for r in resamples)  # replacement
+    for m in range(2):
+        assert len(batches[m]) == 2 * steps
+        for epoch in range(2):
+            seen = sum(batches[m][epoch * steps:(epoch + 1) * steps], [])
+            assert sorted(seen) == resamples[m]
+    assert batches[0][0] != batches[1][0]
+
+
+def test_without_bootstrap_every_member_sees_the_split_once_per_epoch_in_its_own_order():
+    data = toy_data(120, seed=3)
+    cfg = TrainConfig(epochs=2, batch_size=8, patience=1000, seed=4, bootstrap=False)
+    committee = Committee.build("mlp", 2, dim=2, width=8, depth=1)
+    batches, _ = spy_on_members(committee, data)
+    fit(committee, data, cfg)
+    train_idx, _ = split_indices(data.n_structures, cfg.val_fraction, cfg.seed)
+    n_train, steps = len(train_idx), math.ceil(len(train_idx) / cfg.batch_size)
+    assert torch.equal(member_training_indices(n_train, cfg, 1), torch.arange(n_train))
+    for m in range(2):
+        rng = member_order_rng(cfg, m)
+        for epoch in range(2):
+            seen = sum(batches[m][epoch * steps:(epoch + 1) * steps], [])
+            assert seen == train_idx[rng.permutation(n_train)].tolist()
+    assert batches[0][:steps] != batches[1][:steps]
+    assert batches[0][:steps] != batches[0][steps:]
+
+
+def test_a_member_stops_on_its_own_and_keeps_its_best_weights():
+    data = toy_data(120, seed=3)
+    cfg = TrainConfig(epochs=300, lr=3e-2, patience=5, batch_size=16, val_fraction=0.3, seed=4)
+    committee = Committee.build("mlp", 2, dim=2, width=16, depth=2, seed=1)
+    batches, weights = spy_on_members(committee, data)
+    result = fit(committee, data, cfg)
+    early, late = np.argsort(result.member_epochs)
+    n_early, n_late = result.member_epochs[early], result.member_epochs[late]
+    assert n_early + cfg.patience < n_late < cfg.epochs and result.epochs == n_late
+    train_idx, val_idx = split_indices(data.n_structures, cfg.val_fraction, cfg.seed)
+    steps = math.ceil(len(train_idx) / cfg.batch_size)
+    # the stopped member took no step after its last epoch while the other went on
+    assert len(batches[early]) == n_early * steps and len(batches[late]) == n_late * steps
+    # its final weights are those of its best validation epoch, `patience` epochs before the end
+    probe = Committee.build("mlp", 1, dim=2, width=16, depth=2)
+    losses = []
+    for state in weights[early][:n_early]:  # one state per validation
+        probe.members[0].load_state_dict(state)
+        errors = evaluate(probe, data.select(val_idx))
+        losses.append(errors["energy_rmse"] ** 2 + errors["forces_rmse"] ** 2)
+    best = int(np.argmin(losses))
+    assert best == n_early - 1 - cfg.patience
+    for name, value in committee.members[early].state_dict().items():
+        assert torch.equal(value, weights[early][best][name])
+
+
+def test_a_given_split_is_respected_and_checked():
+    data = toy_data(120, seed=5)
+    n = data.n_structures
+    val_idx = torch.arange(0, n, 4)
+    train_idx = torch.tensor([i for i in range(n) if i % 4])
+    cfg = TrainConfig(epochs=3, batch_size=16, patience=1000)
+    committee = Committee.build("mlp", 2, dim=2, width=8, depth=1)
+    batches, _ = spy_on_members(committee, data)
+    result = fit(committee, data, cfg, split=(train_idx, val_idx))
+    trained = {i for member in batches for batch in member for i in batch}
+    assert trained <= set(train_idx.tolist()) and not trained & set(val_idx.tolist())
+    assert result.val_energy_rmse == evaluate(committee, data.select(val_idx))["energy_rmse"]
+    bad = [(train_idx, torch.tensor([n])), (train_idx, train_idx[:1]),
+           (torch.tensor([], dtype=torch.long), val_idx), (train_idx, torch.tensor([-1]))]
+    for split in bad:
+        with pytest.raises(ValueError, match="split"):
+            fit(committee, data, cfg, split=split)
+
+
+def test_members_trained_separately_match_fit():
+    from advsample.executors import make_executor
+
+    data = toy_data(120, seed=4)
+    split = (torch.arange(10, data.n_structures), torch.arange(10))
+    cfg = TrainConfig(epochs=20, batch_size=16, patience=1000, seed=5)
+    together = Committee.build("mlp", 2, dim=2, width=16, depth=2, seed=9)
+    apart = Committee.build("mlp", 2, dim=2, width=16, depth=2, seed=9)
+    a = fit(together, data, cfg, split=split)
+    with make_executor("inprocess") as ex:
+        b = fit_members_separately(apart, data, cfg, ex, split=split)
+    for p, q in zip(together.parameters(), apart.parameters()):
+        torch.testing.assert_close(p, q)
+    assert a.as_dict() == b.as_dict()
+
+
 def test_members_trained_separately_on_dask_match_sequential_training():
     from advsample.executors import make_executor
-    from advsample.train import fit_members_separately
 
-    data = initial_points(DoubleWell2D(), 300, 0.0, seed=4)
+    data = toy_data(300, seed=4)
     cfg = TrainConfig(epochs=60, patience=1000, seed=5)
     serial = Committee.build("mlp", 2, dim=2, width=16, depth=2, seed=9)
     parallel = Committee.build("mlp", 2, dim=2, width=16, depth=2, seed=9)
@@ -44,11 +183,11 @@ def test_members_trained_separately_on_dask_match_sequential_training():
     for p, q in zip(serial.parameters(), parallel.parameters()):
         torch.testing.assert_close(p, q)
     assert a.val_energy_rmse == b.val_energy_rmse
-    assert a.epochs == b.epochs == 60
+    assert a.epochs == b.epochs == 60 and a.member_epochs == b.member_epochs == [60, 60]
 
 
 def test_warm_start_keeps_the_starting_weights_when_no_epoch_beats_them():
-    data = initial_points(DoubleWell2D(), 300, 0.0, seed=6)
+    data = toy_data(300, seed=6)
     committee = Committee.build("mlp", 2, dim=2, width=16, depth=2, seed=1)
     fit(committee, data, TrainConfig(epochs=200, patience=1000, seed=7))
     start = [p.detach().clone() for p in committee.parameters()]

@@ -21,11 +21,11 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
-from tqdm.auto import tqdm
 
 from advsample.committee import Committee
 from advsample.geometry import min_interatomic_distance
 from advsample.models.base import fit_element_energies
+from advsample.progress import progress_bar
 from advsample.structures import Batch
 from advsample.uncertainty import force_variance
 
@@ -56,7 +56,8 @@ class BoltzmannPrior:
     def per_atom_energy(self, energy: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Total energies [B] (eV) -> e [B] (eV/atom) after subtracting Σ ε_Z."""
         ref = torch.zeros(batch.n_structures, dtype=energy.dtype, device=energy.device)
-        ref = ref.index_add(0, batch.structure, self.element_energy.to(energy.dtype)[batch.numbers])
+        eps = self.element_energy.to(dtype=energy.dtype, device=energy.device)
+        ref = ref.index_add(0, batch.structure, eps[batch.numbers])
         return (energy - ref) / batch.n_atoms.to(energy.dtype)
 
     def log_probability(self, energy: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -121,7 +122,7 @@ class Candidates:
         return self.batch.n_structures
 
     def select(self, index) -> Candidates:
-        index = torch.as_tensor(index, dtype=torch.long)
+        index = torch.as_tensor(index, dtype=torch.long, device=self.objective.device)
         return Candidates(
             batch=self.batch.select(index),
             **{k: getattr(self, k)[index] for k in
@@ -155,7 +156,7 @@ def constraints_hold(batch: Batch, mean_energy: torch.Tensor, prior: BoltzmannPr
 def project(delta: torch.Tensor, seeds: Batch, cfg: AttackConfig) -> torch.Tensor:
     """Map displacements [N, d] onto the allowed set (in place), and return them."""
     if cfg.remove_translation:
-        sums = torch.zeros(seeds.n_structures, delta.shape[1], dtype=delta.dtype)
+        sums = delta.new_zeros(seeds.n_structures, delta.shape[1])
         mean = sums.index_add(0, seeds.structure, delta) / seeds.n_atoms.unsqueeze(1)
         multi = (seeds.n_atoms > 1)[seeds.structure].unsqueeze(1)
         delta.sub_(torch.where(multi, mean[seeds.structure], torch.zeros_like(delta)))
@@ -181,7 +182,7 @@ def deformed(seeds: Batch, delta: torch.Tensor, strain: torch.Tensor | None) -> 
         return seeds.with_positions(positions)
     periodic = seeds.pbc.any(dim=1).to(strain.dtype)[:, None, None]
     sym = 0.5 * (strain + strain.transpose(1, 2)) * periodic
-    deformation = torch.eye(seeds.dim, dtype=strain.dtype) + sym  # [B, d, d]
+    deformation = torch.eye(seeds.dim, dtype=strain.dtype, device=strain.device) + sym  # [B, d, d]
     positions = torch.einsum("ni,nij->nj", positions, deformation[seeds.structure])
     return replace(seeds, positions=positions, cell=seeds.cell @ deformation, energy=None,
                    forces=None)
@@ -194,8 +195,8 @@ def wrap_positions(batch: Batch) -> Batch:
         return batch
     cell = batch.cell[batch.structure]  # [N, 3, 3]
     atom_periodic = periodic[batch.structure]
-    safe = torch.where(atom_periodic[:, None, None], cell, torch.eye(batch.dim,
-                                                                      dtype=cell.dtype))
+    eye = torch.eye(batch.dim, dtype=cell.dtype, device=cell.device)
+    safe = torch.where(atom_periodic[:, None, None], cell, eye)
     scaled = torch.linalg.solve(safe.transpose(1, 2), batch.positions.unsqueeze(-1)).squeeze(-1)
     pbc = batch.pbc[batch.structure] & atom_periodic[:, None]
     scaled = torch.where(pbc, scaled - torch.floor(scaled), scaled)
@@ -204,9 +205,10 @@ def wrap_positions(batch: Batch) -> Batch:
 
 
 def largest_atom_displacement(delta: torch.Tensor, seeds: Batch) -> torch.Tensor:
-    out = torch.zeros(seeds.n_structures, dtype=delta.dtype)
+    """Largest |δ_i| of each structure [B] (Å) from displacements δ [N, d] of ``seeds``."""
     norms = delta.detach().norm(dim=1)
-    return out.scatter_reduce(0, seeds.structure, norms, reduce="amax", include_self=False)
+    return delta.new_zeros(seeds.n_structures).scatter_reduce(
+        0, seeds.structure, norms, reduce="amax", include_self=False)
 
 
 def attack(committee: Committee, seeds: Batch, prior: BoltzmannPrior,
@@ -229,33 +231,33 @@ def attack(committee: Committee, seeds: Batch, prior: BoltzmannPrior,
 
 
 def _attack(committee, seeds, prior, cfg, record_history):
-    parent = torch.arange(seeds.n_structures).repeat_interleave(cfg.restarts)
+    parent = torch.arange(seeds.n_structures, device=seeds.device).repeat_interleave(cfg.restarts)
     seeds = seeds.without_labels().repeat(cfg.restarts)
     x0 = seeds.positions.detach()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    delta = torch.randn(x0.shape, generator=gen, dtype=x0.dtype) * cfg.init_scale
+    gen = torch.Generator().manual_seed(cfg.seed)  # on the CPU: same δ0 on every device
+    delta = torch.randn(x0.shape, generator=gen, dtype=x0.dtype, device="cpu").to(x0.device)
+    delta = delta * cfg.init_scale
     if not cfg.displacements:
         delta.zero_()
     delta = project(delta, seeds, cfg).requires_grad_(cfg.displacements)
     strain = None
     variables = [delta] if cfg.displacements else []
     if cfg.strain:
-        strain = torch.zeros(seeds.n_structures, x0.shape[1], x0.shape[1], dtype=x0.dtype,
-                             requires_grad=True)
+        strain = x0.new_zeros(seeds.n_structures, x0.shape[1], x0.shape[1], requires_grad=True)
         variables.append(strain)
     if not variables:
         raise ValueError("nothing to optimise: displacements and strain are both off")
     opt = torch.optim.Adam(variables, lr=cfg.lr)
 
     b = seeds.n_structures
-    best_obj = torch.full((b,), -math.inf, dtype=x0.dtype)
-    best_var = torch.zeros(b, dtype=x0.dtype)
-    best_e = torch.full((b,), math.nan, dtype=x0.dtype)
-    best_step = torch.full((b,), -1, dtype=torch.long)
+    best_obj = x0.new_full((b,), -math.inf)
+    best_var = x0.new_zeros(b)
+    best_e = x0.new_full((b,), math.nan)
+    best_step = torch.full((b,), -1, dtype=torch.long, device=x0.device)
     best_delta = delta.detach().clone()
     best_strain = None if strain is None else strain.detach().clone()
     history = []
-    for t in tqdm(range(cfg.steps + 1), desc="attack", disable=not cfg.progress, leave=False):
+    for t in progress_bar(range(cfg.steps + 1), desc="attack", disable=not cfg.progress):
         batch = deformed(seeds, delta, strain)
         objective, var, mean_e = score(committee, batch, prior, cfg.reduce,
                                        create_graph=t < cfg.steps)

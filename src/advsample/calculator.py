@@ -28,12 +28,14 @@ class CommitteeCalculator(Calculator):
         self.reduce = reduce
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        """Evaluate on the committee's device; results are numpy arrays and floats."""
         super().calculate(atoms, properties, system_changes)
-        batch = Batch.from_atoms([self.atoms], labels=False)
+        batch = Batch.from_atoms([self.atoms], labels=False).to(device=self.committee.device)
         out = self.committee(batch)
-        energies = out.energy.detach()[:, 0]
-        forces = out.forces.detach()
-        per_atom = atom_force_variance(forces)
+        energies = out.energy.detach()[:, 0].cpu()  # [M] (eV)
+        forces = out.forces.detach().cpu()  # [M, n, 3] (eV/Å)
+        per_atom = atom_force_variance(forces)  # [n] (eV/Å)²
+        structure = batch.structure.cpu()
         self.results = {
             "energy": float(energies.mean()),
             "free_energy": float(energies.mean()),
@@ -42,10 +44,10 @@ class CommitteeCalculator(Calculator):
             "forces_committee": forces.numpy(),
             "energy_std": float(energies.std(unbiased=False)),
             "atom_force_variance": per_atom.numpy(),
-            "force_variance": float(reduce_atoms(per_atom, batch.structure, 1, self.reduce)[0]),
+            "force_variance": float(reduce_atoms(per_atom, structure, 1, self.reduce)[0]),
         }
         if self.atoms.pbc.all():
-            stress = committee_stress(self.committee, batch)[:, 0]  # [M, 6]
+            stress = committee_stress(self.committee, batch)[:, 0].cpu()  # [M, 6]
             self.results["stress_committee"] = stress.numpy()
             self.results["stress"] = stress.mean(0).numpy()
 
@@ -54,26 +56,28 @@ def committee_stress(committee: Committee, batch: Batch) -> torch.Tensor:
     """Stress of every member for periodic structures, [M, B, 6] in eV/Å³ (Voigt order)."""
     from advsample.attack import deformed
 
-    strain = torch.zeros(batch.n_structures, 3, 3, dtype=batch.dtype, requires_grad=True)
+    strain = batch.positions.new_zeros(batch.n_structures, 3, 3, requires_grad=True)
     with torch.enable_grad():
         energy = committee(deformed(batch, torch.zeros_like(batch.positions), strain),
                            forces=False).energy  # [M, B]
         rows = [torch.autograd.grad(e.sum(), strain, retain_graph=True)[0] for e in energy]
     volume = torch.linalg.det(batch.cell).abs()  # [B]
     sigma = torch.stack(rows) / volume[None, :, None, None]  # [M, B, 3, 3]
-    i, j = torch.tensor([0, 1, 2, 1, 0, 0]), torch.tensor([0, 1, 2, 2, 2, 1])
-    return sigma[..., i, j].detach()
+    voigt = torch.tensor([[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]], device=sigma.device)
+    return sigma[..., voigt[0], voigt[1]].detach()
 
 
 def predict(committee: Committee, atoms_list, chunk: int = 2048) -> tuple[torch.Tensor, ...]:
-    """Committee-mean energies [B] (eV) and force variances [B] of many structures at once."""
+    """Committee-mean energies [B] (eV) and force variances σ²_F [B] ((eV/Å)²) of many
+    structures at once, computed on the committee's device and returned on the CPU."""
     committee.eval()
     energies, variances = [], []
-    batch = Batch.from_atoms(atoms_list, labels=False)
+    batch = Batch.from_atoms(atoms_list, labels=False).to(device=committee.device)
     for start in range(0, batch.n_structures, chunk):
-        part = batch.select(torch.arange(start, min(start + chunk, batch.n_structures)))
+        part = batch.select(torch.arange(start, min(start + chunk, batch.n_structures),
+                                         device=batch.device))
         out = committee(part)
         energies.append(out.mean_energy.detach())
         per_atom = atom_force_variance(out.forces.detach())
         variances.append(reduce_atoms(per_atom, part.structure, part.n_structures))
-    return torch.cat(energies), torch.cat(variances)
+    return torch.cat(energies).cpu(), torch.cat(variances).cpu()

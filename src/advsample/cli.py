@@ -14,16 +14,16 @@ from pathlib import Path
 
 def cmd_run(args) -> None:
     from advsample.report import write_report
-    from advsample.run import CONFIG_NAME, ActiveLearning
+    from advsample.run import CONFIG_NAME, resume, start
 
     target = Path(args.config)
     if target.is_dir():
         if not (target / CONFIG_NAME).exists():
             raise FileNotFoundError(f"{target} is a directory but not a run (no {CONFIG_NAME})")
-        al = ActiveLearning.resume(target, progress=not args.quiet)
+        al = resume(target, progress=not args.quiet)
     else:
         run_dir = Path(args.run_dir or Path("runs") / target.stem)
-        al = ActiveLearning.start(target, run_dir, progress=not args.quiet)
+        al = start(target, run_dir, progress=not args.quiet)
     print(f"run directory: {al.run_dir}")
     state = al.run()
     report = write_report(al.run_dir)

@@ -59,6 +59,11 @@ class Committee(nn.Module):
     def size(self) -> int:
         return len(self.members)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the members' parameters are (move them with ``.to(device)``)."""
+        return next(self.parameters()).device
+
     def forward(
         self, batch: Batch, forces: bool = True, create_graph: bool = False
     ) -> CommitteeOutput:
@@ -112,10 +117,10 @@ class Committee(nn.Module):
         return cls(members)
 
     @classmethod
-    def load(cls, path: str | Path) -> Committee:
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> Committee:
+        """The committee saved at ``path`` on ``device``, in evaluation mode."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"committee checkpoint {path} does not exist")
         committee = cls.from_state(torch.load(path, weights_only=True, map_location="cpu"))
-        committee.eval()
-        return committee
+        return committee.to(device).eval()

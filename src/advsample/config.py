@@ -1,13 +1,15 @@
 """The run configuration: typed, validated, loaded from YAML.
 
 Unknown keys and wrong types are errors that name the file and the key, e.g.
-``examples/x.yaml: sampler.steps: Input should be a valid integer``.
+``examples/x.yaml: sampler.steps: Input should be a valid integer``. Every field carries a
+one-line description (with its unit); ``advsample.config_docs`` turns them into
+docs/config.md and the commented example that ``advsample config --example`` prints.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -18,49 +20,75 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
+    """A config section: unknown keys are errors."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class SystemConfig(Strict):
-    """The molecule: an ASE molecule name (``NH3``) or a structure file."""
+def _field(default, description: str, **kwargs):
+    return Field(default, description=description, **kwargs)
 
-    molecule: str | None = None
-    file: str | None = None
+
+class SystemConfig(Strict):
+    """The system: an ASE molecule name or a structure file; or, for toys, a point in a box."""
+
+    molecule: str | None = _field(None, "ASE molecule name of the starting structure, e.g. "
+                                  "NH3, CH4, H2O2")
+    file: str | None = _field(None, "structure file of the starting structure (any format ASE "
+                              "reads; path relative to where advsample runs)")
+    dim: Literal[1, 2, 3] = _field(3, "coordinates per atom: 3 for atoms, 1 or 2 for a toy "
+                                   "point on an analytic surface")
+    box: tuple[float, float] | None = _field(None, "toys: bounds (lo, hi) of every coordinate")
 
     @model_validator(mode="after")
     def _one_source(self):
-        if (self.molecule is None) == (self.file is None):
+        if self.dim == 3 and (self.molecule is None) == (self.file is None):
             raise ValueError("give exactly one of 'molecule' or 'file'")
+        if self.dim < 3 and self.box is None:
+            raise ValueError("a toy system (dim 1 or 2) needs a 'box'")
         return self
 
 
 class InitialConfig(Strict):
-    """Initial labelled data: an extxyz file, or oracle MD / normal-mode sampling."""
+    """Initial labelled data: an extxyz file, or made with the oracle."""
 
-    file: str | None = None
-    method: Literal["md", "normal_modes"] = "md"
-    temperature_K: float = Field(300.0, gt=0)
-    frames: int = Field(40, ge=2)
-    interval: int = Field(10, ge=1)
-    timestep_fs: float = Field(0.5, gt=0)
-    optimize_first: bool = True
+    file: str | None = _field(None, "extxyz of labelled structures (energy eV, forces eV/Å); "
+                              "when given, nothing is generated")
+    method: Literal["md", "normal_modes", "uniform_box"] = _field(
+        "md", "how to generate initial data: oracle Langevin MD, normal-mode displacements, or "
+        "(toys) uniform points in the box")
+    temperature_K: float = _field(300.0, "temperature of the oracle MD or normal-mode "
+                                  "sampling (K)", gt=0)
+    frames: int = _field(40, "structures to generate (uniform_box: points drawn before the "
+                         "energy cut)", ge=2)
+    interval: int = _field(10, "oracle-MD steps between kept frames", ge=1)
+    timestep_fs: float = _field(0.5, "oracle-MD time step (fs)", gt=0)
+    optimize_first: bool = _field(True, "relax the starting structure with the oracle first")
+    energy_max: float | None = _field(None, "uniform_box: keep only points whose oracle "
+                                      "energy is below this (eV)")
 
 
 class OracleConfig(Strict):
-    """Ground truth: xtb (tblite), pyscf, emt, or any ASE calculator by import path."""
+    """Ground truth: xtb (tblite), pyscf, emt, an analytic toy surface, or any ASE calculator."""
 
-    type: Literal["xtb", "pyscf", "emt", "ase"] = "xtb"
-    method: str | None = None
-    preset: str | None = None
-    xc: str | None = None
-    basis: str | None = None
-    charge: int = 0
-    spin: int = 0
-    calculator: str | None = None
-    kwargs: dict = Field(default_factory=dict)
+    type: Literal["xtb", "pyscf", "emt", "ase", "analytic"] = _field(
+        "xtb", "which oracle labels structures")
+    method: str | None = _field(None, "xtb: GFN2-xTB (default) or GFN1-xTB")
+    preset: str | None = _field(None, "pyscf: a named level of theory, e.g. "
+                                "bp86-d3bj/def2-svp")
+    xc: str | None = _field(None, "pyscf: exchange-correlation functional")
+    basis: str | None = _field(None, "pyscf: basis set")
+    charge: int = _field(0, "total charge (e)")
+    spin: int = _field(0, "unpaired electrons")
+    calculator: str | None = _field(None, "ase: import path 'package.module:Class' of an ASE "
+                                    "calculator")
+    kwargs: dict = Field(default_factory=dict, description="ase: keyword arguments of the "
+                         "calculator")
+    surface: str = _field("double_well_2d", "analytic: surface name (double_well_2d, "
+                          "double_well_1d)")
 
-    def spec(self) -> dict:
-        """The dict ``advsample.oracles.make_oracle`` takes."""
+    def spec(self, box: tuple[float, float] | None = None) -> dict:
+        """The dict ``advsample.oracles.make_oracle`` takes (``box``: a toy system's box)."""
         spec = {"type": self.type}
         if self.type == "xtb":
             spec.update(method=self.method or "GFN2-xTB", charge=self.charge, uhf=self.spin)
@@ -72,86 +100,228 @@ class OracleConfig(Strict):
             if not self.calculator:
                 raise ConfigError("oracle.calculator: needed when oracle.type is 'ase'")
             spec.update(calculator=self.calculator, kwargs=self.kwargs)
+        elif self.type == "analytic":
+            spec.update(surface=self.surface, box=box)
         return spec
 
 
 class CommitteeConfig(Strict):
-    model: Literal["painn", "mace", "mlp"] = "painn"
-    size: int = Field(4, ge=2)
+    """The committee of NN potentials."""
+
+    model: Literal["painn", "mace", "mlp"] = _field("painn", "architecture of every member "
+                                                    "(mlp for toys; mace needs the extra)")
+    size: int = _field(4, "number of members M", ge=2)
     hyperparameters: dict = Field(default_factory=lambda: {
-        "features": 32, "interactions": 2, "cutoff": 4.0})
+        "features": 32, "interactions": 2, "cutoff": 4.0},
+        description="keyword arguments of the model (PaiNN: features, interactions, cutoff Å, "
+        "n_rbf; MLP: dim, width, depth)")
 
 
 class TrainSettings(Strict):
-    epochs: int = Field(400, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    batch_size: int | None = Field(32, ge=1)
-    energy_weight: float = Field(1.0, ge=0)
-    forces_weight: float = Field(10.0, ge=0)
-    val_fraction: float = Field(0.1, ge=0, lt=1)
-    patience: int = Field(60, ge=1)
-    lr_patience: int = Field(20, ge=1)
-    warm_start: bool = False
-    parallel: bool = False  # train members separately on the executor's workers
+    """How each generation's committee is fitted."""
+
+    epochs: int = _field(400, "most passes over the training data", ge=1)
+    lr: float = _field(3e-3, "Adam learning rate", gt=0)
+    batch_size: int | None = _field(32, "structures per step (null: all at once)", ge=1)
+    energy_weight: float = _field(1.0, "weight of the per-atom energy term of the loss", ge=0)
+    forces_weight: float = _field(10.0, "weight of the force term of the loss", ge=0)
+    val_fraction: float = _field(0.1, "fraction of each generation's structures held out "
+                                 "for validation (fixed once a structure arrives)", ge=0, lt=1)
+    patience: int = _field(60, "epochs without validation improvement before a member stops",
+                           ge=1)
+    lr_patience: int = _field(20, "epochs without improvement before the learning rate "
+                              "halves", ge=1)
+    bootstrap: bool = _field(True, "each member trains on its own bootstrap resample of the "
+                             "training split (members differ by data, not only by weights)")
+    warm_start: bool = _field(False, "start generation g from generation g-1's weights")
+    parallel: bool = _field(False, "train members separately on the executor's workers")
 
 
 class SamplerConfig(Strict):
-    """The attack and its baselines (random displacements, NN-MD). Lengths in Å, energies
-    in eV, kT in eV/atom; md_* set the NN-MD baseline (temperature, steps per trajectory,
-    time step, frames kept every md_interval steps, trust bound on σ²_F in (eV/Å)²)."""
+    """How candidates are proposed: the attack, or a baseline (random displacements, NN-MD,
+    uniform points in a toy's box)."""
 
-    type: Literal["attack", "random", "md"] = "attack"
-    kT: float = Field(0.05, gt=0)
-    steps: int = Field(200, ge=1)
-    lr: float = Field(0.01, gt=0)
-    init_scale: float = Field(0.01, ge=0)
-    restarts: int = Field(4, ge=1)
-    seeds: int | None = Field(None, ge=1)
-    reduce: Literal["mean", "max", "sum"] = "mean"
-    max_displacement: float | None = Field(0.6, gt=0)
-    min_distance: float | None = Field(0.7, gt=0)
-    energy_ceiling: float | None = Field(None, gt=0)
-    random_scale: float = Field(0.1, gt=0)
-    md_temperature_K: float = Field(600.0, gt=0)
-    md_steps: int = Field(2000, ge=1)
-    md_timestep_fs: float = Field(0.5, gt=0)
-    md_interval: int = Field(20, ge=1)
-    md_max_uncertainty: float | None = Field(None, gt=0)
+    type: Literal["attack", "random", "md", "uniform"] = _field(
+        "attack", "sampler: attack (the method), random displacements, md (NN-MD active "
+        "learning), uniform (toys: uniform points in the box)")
+    kT: float = _field(0.05, "Boltzmann temperature of the objective (eV/atom)", gt=0)
+    steps: int = _field(200, "attack: Adam steps on the displacement", ge=1)
+    lr: float = _field(0.01, "attack: Adam learning rate (Å)", gt=0)
+    init_scale: float = _field(0.01, "attack: std of the initial displacement (Å)", ge=0)
+    restarts: int = _field(4, "attacks (or random draws, MD runs) per seed", ge=1)
+    seeds: int | None = _field(None, "training structures used as seeds (random subset; "
+                               "null: all)", ge=1)
+    reduce: Literal["mean", "max", "sum"] = _field("mean", "reduction of the per-atom force "
+                                                   "variance to σ²_F of a structure")
+    max_displacement: float | None = _field(0.6, "largest displacement of any atom from its "
+                                            "seed (Å; null: none)", gt=0)
+    min_distance: float | None = _field(0.7, "closest allowed interatomic distance (Å)", gt=0)
+    energy_ceiling: float | None = _field(None, "largest allowed energy above the lowest "
+                                          "training energy (eV/atom)", gt=0)
+    random_scale: float = _field(0.1, "random: std of the Gaussian displacement (Å)", gt=0)
+    md_temperature_K: float = _field(600.0, "md: NN-MD temperature (K)", gt=0)
+    md_steps: int = _field(2000, "md: steps per trajectory", ge=1)
+    md_timestep_fs: float = _field(0.5, "md: time step (fs)", gt=0)
+    md_interval: int = _field(20, "md: steps between candidate frames", ge=1)
+    md_max_uncertainty: float | None = _field(None, "md: a trajectory ends once σ²_F exceeds "
+                                              "this ((eV/Å)²)", gt=0)
 
 
 class SelectSettings(Strict):
-    max_new: int = Field(20, ge=1)
-    gate_percentile: float | None = Field(80.0, ge=0, le=100)
-    gate_absolute: float | None = Field(None, ge=0)
-    min_separation: float = Field(0.03, ge=0)
-    metric: Literal["rmsd", "coordinates"] = "rmsd"
+    """Which candidates are labelled."""
+
+    max_new: int = _field(20, "most labels per generation", ge=1)
+    gate_percentile: float | None = _field(80.0, "uncertainty gate: a candidate's σ²_F must "
+                                           "exceed this percentile of the training set's",
+                                           ge=0, le=100)
+    gate_absolute: float | None = _field(None, "uncertainty gate as an absolute σ²_F "
+                                         "((eV/Å)²; overrides the percentile)", ge=0)
+    min_separation: float = _field(0.03, "smallest distance of a pick to training data and "
+                                   "other picks (Å RMSD, or toy units)", ge=0)
+    metric: Literal["rmsd", "coordinates"] = _field("rmsd", "distance: RMSD after alignment "
+                                                    "(molecules) or plain coordinates (toys)")
+
+
+class ConvergenceSettings(Strict):
+    """The stop "the uncertainty can no longer be decreased", on the candidates' σ²_F."""
+
+    statistic: Literal["max", "percentile"] = _field(
+        "percentile", "summary of each generation's candidate σ²_F: the largest, or a "
+        "percentile")
+    percentile: float = _field(90.0, "percentile used when statistic is percentile",
+                               ge=0, le=100)
+    target: float | None = _field(None, "stop once the statistic is below this ((eV/Å)²; "
+                                  "null: no absolute target)", ge=0)
+    plateau_generations: int | None = _field(3, "stop when the statistic has not fallen "
+                                             "by plateau_fraction within this many "
+                                             "generations (null: never)", ge=1)
+    plateau_fraction: float = _field(0.1, "relative drop that counts as progress",
+                                     ge=0, lt=1)
 
 
 class LoopSettings(Strict):
-    generations: int = Field(5, ge=1)
-    label_budget: int | None = Field(None, ge=1)
+    """How long the run goes."""
+
+    generations: int = _field(5, "sampling rounds after generation 0", ge=1)
+    label_budget: int | None = _field(None, "most oracle calls after the initial data", ge=1)
+    convergence: ConvergenceSettings = Field(default_factory=ConvergenceSettings,
+                                             description="the uncertainty stop")
 
 
 class ExecutorSettings(Strict):
-    kind: Literal["inprocess", "processes", "dask"] = "inprocess"
-    workers: int = Field(2, ge=1)
-    address: str | None = None
+    """Where oracle calls (and parallel training) run."""
+
+    kind: Literal["inprocess", "processes", "dask"] = _field(
+        "inprocess", "in this process, in local worker processes, or on a Dask cluster")
+    workers: int = _field(2, "worker processes", ge=1)
+    address: str | None = _field(None, "dask: scheduler address (null: a local cluster)")
+
+
+class EvaluatorBase(Strict):
+    """Common keys of an evaluator."""
+
+    name: str | None = _field(None, "key of its numbers in metrics.json (default: the type; "
+                              "needed to tell two evaluators of one type apart)")
+
+
+class EvalTestSet(EvaluatorBase):
+    """Errors of the committee mean on a labelled test set, per element, and σ vs error."""
+
+    type: Literal["test_set"] = _field("test_set", "evaluator kind")
+    file: str = _field(..., "extxyz of structures with oracle energy and forces")
+
+
+class EvalStability(EvaluatorBase):
+    """NN-MD stability: fraction of Langevin runs that stay physical, time to failure."""
+
+    type: Literal["stability"] = _field("stability", "evaluator kind")
+    starts: str | None = _field(None, "extxyz of start structures (null: the first initial "
+                                "structure)")
+    temperature_K: float = _field(300.0, "NN-MD temperature (K)", gt=0)
+    runs: int = _field(16, "runs per start structure", ge=1)
+    steps: int = _field(2000, "steps per run", ge=1)
+    timestep_fs: float = _field(0.5, "time step (fs)", gt=0)
+    floor: float = _field(0.5, "closest allowed interatomic distance (Å)", gt=0)
+    bond_ceiling: float = _field(1.5, "largest allowed stretch of a starting bond (multiple "
+                                 "of its start length)", gt=1)
+    seed: int = _field(0, "seed of the runs' momenta and noise")
+
+
+class EvalPath(EvaluatorBase):
+    """Committee energies along a path of structures, barrier and its error."""
+
+    type: Literal["path"] = _field("path", "evaluator kind")
+    file: str | None = _field(None, "extxyz of the path with oracle energies (info key "
+                              "'coordinate' optional)")
+    generator: Literal["umbrella_inversion"] | None = _field(
+        None, "make the path once with the oracle from the system's structure and cache it")
+    points: int = _field(21, "generator: structures along the path", ge=3)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.file is None) == (self.generator is None):
+            raise ValueError("give exactly one of 'file' or 'generator'")
+        return self
+
+
+class EvalCoverage(EvaluatorBase):
+    """Grid cells of one or two collective variables that hold labelled structures."""
+
+    type: Literal["coverage"] = _field("coverage", "evaluator kind")
+    cvs: list[list[int]] = _field(..., "each CV as atom indices: 2 = distance (Å), 3 = angle, "
+                                  "4 = dihedral (degrees)", min_length=1, max_length=2)
+    bins: int = _field(24, "grid cells per CV", ge=2)
+    ranges: list[tuple[float, float]] | None = _field(None, "(lo, hi) per CV; angles and "
+                                                      "dihedrals default to their full range")
+
+
+class EvalGrid(EvaluatorBase):
+    """Toys: energy RMSE of the committee on a regular grid over the box."""
+
+    type: Literal["grid"] = _field("grid", "evaluator kind")
+    resolution: int = _field(100, "grid points per coordinate", ge=2)
+    low_below: float = _field(0.0, "also report the RMSE where the true energy is below this")
+
+
+Evaluator = Annotated[EvalTestSet | EvalStability | EvalPath | EvalCoverage | EvalGrid,
+                      Field(discriminator="type")]
 
 
 class RunConfig(Strict):
     """Everything ``advsample run`` needs."""
 
-    seed: int = 0
-    system: SystemConfig
-    initial: InitialConfig = Field(default_factory=InitialConfig)
-    oracle: OracleConfig = Field(default_factory=OracleConfig)
-    committee: CommitteeConfig = Field(default_factory=CommitteeConfig)
-    train: TrainSettings = Field(default_factory=TrainSettings)
-    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
-    select: SelectSettings = Field(default_factory=SelectSettings)
-    loop: LoopSettings = Field(default_factory=LoopSettings)
-    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
-    umbrella_report: bool = False
+    seed: int = _field(0, "seed of everything random (splits, initialisation, attacks, MD)")
+    device: Literal["cpu", "cuda", "auto"] = _field("cpu", "where the committee runs (auto: "
+                                                    "cuda when present)")
+    system: SystemConfig = _field(..., "the system")
+    initial: InitialConfig = Field(default_factory=InitialConfig,
+                                   description="initial labelled data")
+    oracle: OracleConfig = Field(default_factory=OracleConfig, description="ground truth")
+    committee: CommitteeConfig = Field(default_factory=CommitteeConfig,
+                                       description="the committee")
+    train: TrainSettings = Field(default_factory=TrainSettings, description="training")
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="sampling")
+    select: SelectSettings = Field(default_factory=SelectSettings, description="selection")
+    loop: LoopSettings = Field(default_factory=LoopSettings, description="stopping rules")
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings,
+                                       description="where oracle calls run")
+    evaluate: list[Evaluator] = Field(default_factory=list, description="what each "
+                                      "generation is judged by (a list; see below)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        if isinstance(data, dict) and "umbrella_report" in data:
+            raise ValueError("umbrella_report was replaced by an evaluator: add "
+                             "{type: path, generator: umbrella_inversion} under 'evaluate'")
+        return data
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [e.name or e.type for e in self.evaluate]
+        if len(set(names)) != len(names):
+            raise ValueError("two evaluators share a name: give each a distinct 'name'")
+        return self
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -167,6 +337,7 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 def parse_config(data: dict, source: str = "<config>") -> RunConfig:
+    """Validate a configuration given as a dict; ConfigError naming ``source`` and the key."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys")
     try:

@@ -68,8 +68,17 @@ class MDState:
 
 def atomic_masses(batch: Batch) -> torch.Tensor:
     """Standard atomic masses [N] (amu) from ase.data; toy coordinates (Z = 0) get 1 amu."""
-    masses = torch.as_tensor(ASE_MASSES, dtype=batch.dtype, device=batch.positions.device)
+    masses = torch.as_tensor(ASE_MASSES, dtype=batch.dtype, device=batch.device)
     return masses[batch.numbers]
+
+
+def standard_normal(generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    """ξ ~ N(0, 1) shaped, typed and placed like ``like``, drawn on the generator's device (the
+    CPU without one), so a CPU generator gives the same numbers whatever device ``like`` is on.
+    """
+    device = "cpu" if generator is None else generator.device
+    xi = torch.randn(like.shape, generator=generator, dtype=like.dtype, device=device)
+    return xi.to(like.device)
 
 
 def committee_forces(committee: Committee) -> ForcesFn:
@@ -119,8 +128,10 @@ def init_state(
     masses: [N] (amu), by default the standard atomic masses of ``batch.numbers``.
     """
     batch = batch.without_labels()
-    masses = atomic_masses(batch) if masses is None else masses.to(batch.dtype)
-    noise = torch.randn(batch.positions.shape, generator=generator, dtype=batch.dtype)
+    if masses is None:
+        masses = atomic_masses(batch)
+    masses = masses.to(dtype=batch.dtype, device=batch.device)
+    noise = standard_normal(generator, batch.positions)
     momenta = (masses * units.kB * temperature_K).sqrt().unsqueeze(1) * noise * _mobile(batch)
     energy, forces = forces_fn(batch)
     return MDState(
@@ -151,7 +162,7 @@ def langevin_step(
     mass = state.masses.unsqueeze(1)  # [N, 1]
     mobile = _mobile(state.batch)  # [N, 1]
     if noise is None:
-        noise = torch.randn(state.momenta.shape, generator=generator, dtype=state.momenta.dtype)
+        noise = standard_normal(generator, state.momenta)
     c = math.exp(-friction_per_fs * dt_fs)
     kick = math.sqrt((1 - c * c) * units.kB * temperature_K)
 

@@ -22,9 +22,9 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ase import Atoms
-from tqdm.auto import tqdm
 
 from advsample.oracles.base import LabelResult, Oracle, describe_exception
+from advsample.progress import progress_bar
 from advsample.runtime import tune_allocator
 
 Items = Sequence[tuple[int, Atoms]]
@@ -47,10 +47,12 @@ class Executor(ABC):
         self, oracle: Oracle, items: Items, on_result: OnResult, progress: bool = True
     ) -> None:
         """Label each (row_id, atoms) of ``items``; call ``on_result(row_id, result)`` per item,
-        once, as each finishes. ``progress`` shows a tqdm bar."""
+        once, as each finishes. ``progress`` shows a bar (:func:`advsample.progress.progress_bar`,
+        kept on screen when done)."""
         if not items:
             return
-        with tqdm(total=len(items), desc=f"labelling ({oracle.name})", disable=not progress) as bar:
+        desc = f"labelling ({oracle.name})"
+        with progress_bar(total=len(items), desc=desc, disable=not progress, leave=True) as bar:
             for row_id, result in self._run(oracle, items):
                 on_result(row_id, result)
                 bar.update()

@@ -16,9 +16,9 @@ from advsample.structures import Batch
 def intra_structure_pairs(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """All atom pairs (i < j) inside each structure: two long tensors [P]."""
     n_per_atom = batch.n_atoms[batch.structure]  # [N] size of the atom's structure
-    i = torch.repeat_interleave(torch.arange(batch.positions.shape[0]), n_per_atom)
-    start = torch.cumsum(n_per_atom, 0) - n_per_atom
-    local = torch.arange(i.numel()) - torch.repeat_interleave(start, n_per_atom)
+    i = torch.repeat_interleave(torch.arange(len(n_per_atom), device=batch.device), n_per_atom)
+    start = torch.repeat_interleave(torch.cumsum(n_per_atom, 0) - n_per_atom, n_per_atom)
+    local = torch.arange(i.numel(), device=batch.device) - start
     j = batch.offsets[batch.structure[i]] + local
     keep = i < j
     return i[keep], j[keep]
@@ -31,7 +31,7 @@ def min_interatomic_distance(batch: Batch, within: float = 3.0) -> torch.Tensor:
     images): only pairs closer than ``within`` (Å) are searched, inf when there are none;
     checks of the form ``distance < threshold`` pass the threshold for speed.
     """
-    out = torch.full((batch.n_structures,), float("inf"), dtype=batch.dtype)
+    out = batch.positions.new_full((batch.n_structures,), float("inf"))
     periodic = batch.pbc.any(dim=1)
     if (~periodic).any():
         i, j = intra_structure_pairs(batch)
@@ -45,7 +45,7 @@ def min_interatomic_distance(batch: Batch, within: float = 3.0) -> torch.Tensor:
         with torch.no_grad():
             pairs = neighbor_pairs(cells, within)
             d = pair_vectors(cells.positions.detach(), pairs).norm(dim=1)
-        closest = torch.full((len(index),), float("inf"), dtype=batch.dtype)
+        closest = batch.positions.new_full((len(index),), float("inf"))
         closest = closest.scatter_reduce(0, cells.structure[pairs.i], d.to(batch.dtype),
                                          reduce="amin", include_self=True)
         out[index] = closest

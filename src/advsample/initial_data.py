@@ -159,3 +159,21 @@ def _labelled(atoms: Atoms, energy: float, forces: np.ndarray) -> Atoms:
     frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     frame.calc = SinglePointCalculator(frame, energy=float(energy), forces=np.array(forces))
     return frame
+
+
+def uniform_box_points(oracle: Oracle, n: int, energy_max: float | None,
+                       box: tuple[float, float], dim: int, seed: int = 0) -> list[Atoms]:
+    """Toy initial data: ``n`` uniform points in ``box``^dim, labelled by the oracle, keeping
+    those whose energy is below ``energy_max`` (all when None). Points are toy atoms "X"
+    (see ``Batch.to_atoms``); a failed label drops its point.
+    """
+    from advsample.structures import Batch
+
+    rng = np.random.default_rng(seed)
+    points = Batch.from_points(rng.uniform(box[0], box[1], size=(n, dim))).to_atoms()
+    kept = []
+    for atoms in points:
+        result = oracle.label(atoms)
+        if result.ok and (energy_max is None or result.energy < energy_max):
+            kept.append(_labelled(atoms, result.energy, result.forces))
+    return kept

@@ -1,25 +1,48 @@
-"""Active-learning generations: train -> sample -> select -> label -> retrain.
+"""The active-learning loop: one resumable sequence of generations for toys, molecules, cells.
 
-``sample_generation`` is the one step every loop shares (propose candidates from the
-training structures, gate and select them). ``run_analytic_loop`` runs whole loops on the
-analytic surfaces in memory, for the toy benchmarks; the molecular, resumable loop with a
-store and an executor lives in ``advsample.run``.
+Generation g: train a committee on the labelled structures of generations 0..g -> evaluate
+it with the run's evaluators -> sample candidates from the training structures -> stop if
+the convergence rule holds on their uncertainty -> write the selected ones as pending rows
+of generation g + 1 -> label them -> generation g + 1.
+
+The store (labelled structures and pending rows with provenance) and, when a run directory
+is given, one folder per generation are the state::
+
+    generations/gen_NNN/committee.pt       committee trained on generations 0..NNN
+    generations/gen_NNN/metrics.json       training errors + each evaluator's numbers
+    generations/gen_NNN/sampling.json      candidates' σ²_F statistics, gate, chosen count
+    generations/gen_NNN/candidates.extxyz  every candidate, the chosen ones flagged
+    stopped.json                           which rule ended the run, and the statistic's curve
+
+A killed run started again continues at the first stage whose output is missing and never
+repeats a finished oracle call. Without a run directory (toys, tests) the same stages keep
+their outputs in memory.
+
+The loop knows its collaborators only by what it calls on them (:class:`LoopParts`): it
+imports no oracle, store, executor, CLI or plotting module; ``advsample.run`` builds them from
+a configuration.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
+import ase.io
 import numpy as np
 import torch
 
-from advsample.attack import AttackConfig, BoltzmannPrior, Candidates
+from advsample.attack import BoltzmannPrior, Candidates
 from advsample.committee import Committee
-from advsample.oracles.analytic import AnalyticSurface, DoubleWell2D
-from advsample.samplers import SAMPLERS
 from advsample.select import SelectConfig, gate_threshold, select
-from advsample.structures import Batch, concatenate
-from advsample.train import TrainConfig, fit
+from advsample.structures import Batch
+from advsample.train import TrainConfig, fit, fit_members_separately, split_indices
+
+log = logging.getLogger("advsample")
 
 
 @dataclass
@@ -35,7 +58,8 @@ def sample_generation(committee: Committee, training: Batch, sampler, kT: float,
                       select_cfg: SelectConfig, seeds: Batch | None = None) -> GenerationSample:
     """Propose from ``seeds`` (default: every training structure), then gate and select.
 
-    Q of the Boltzmann prior, the gate and de-duplication always use the whole training set.
+    Q of the Boltzmann prior (kT in eV/atom), the gate and de-duplication always use the whole
+    labelled ``training`` set.
     """
     prior = BoltzmannPrior.from_training(training, kT)
     seeds = training if seeds is None else seeds
@@ -46,111 +70,412 @@ def sample_generation(committee: Committee, training: Batch, sampler, kT: float,
 
 
 @dataclass
-class AnalyticLoopConfig:
-    """A loop on an analytic surface (defaults: the paper's 2D double well, METHOD.md §7).
+class ConvergenceRule:
+    """When "the uncertainty can no longer be decreased", from each generation's candidates.
 
-    Generation 1 is the committee trained on the initial data; each later generation adds
-    at most ``select.max_new`` points. ``random_scale`` is the std of the random baseline's
-    Gaussian displacements.
+    statistic: summary of the candidates' σ²_F ((eV/Å)²): "max" (the best candidate) or
+    "percentile" (its ``percentile``-th percentile; robust to one lucky attack).
+    target: stop once the statistic falls below this value; None: no absolute target.
+    plateau_generations k, plateau_fraction f: stop when, over the last k generations, the
+    statistic never fell more than f below the lowest value before them; k None: no plateau.
     """
 
-    sampler: str = "attack"
-    generations: int = 7
-    n_initial: int = 800
-    initial_energy_max: float = -2.0
-    committee_size: int = 5
-    model: dict = field(default_factory=lambda: {"width": 64, "depth": 3})
-    kT: float = 5.0
+    statistic: str = "percentile"
+    percentile: float = 90.0
+    target: float | None = None
+    plateau_generations: int | None = 3
+    plateau_fraction: float = 0.1
+
+    def value(self, uncertainty: np.ndarray) -> float:
+        """The statistic of one generation's candidate σ²_F [C]; NaN without candidates."""
+        if len(uncertainty) == 0:
+            return float("nan")
+        if self.statistic == "max":
+            return float(np.max(uncertainty))
+        if self.statistic == "percentile":
+            return float(np.percentile(uncertainty, self.percentile))
+        raise ValueError(f"convergence statistic must be 'max' or 'percentile', "
+                         f"got {self.statistic!r}")
+
+    def check(self, history: list[float]) -> str | None:
+        """The reason to stop after the statistics ``history`` of generations 0..g, or None."""
+        name = self.statistic if self.statistic == "max" else f"p{self.percentile:g}"
+        current = history[-1]
+        if self.target is not None and current < self.target:
+            return (f"converged: candidate σ²_F {name} {current:.3g} below the target "
+                    f"{self.target:.3g} (eV/Å)²")
+        k = self.plateau_generations
+        if k is not None and len(history) > k:
+            before, recent = np.nanmin(history[:-k]), np.nanmin(history[-k:])
+            if recent > (1 - self.plateau_fraction) * before:
+                return (f"converged: candidate σ²_F {name} fell less than "
+                        f"{100 * self.plateau_fraction:.0f} % in {k} generations "
+                        f"({before:.3g} -> {recent:.3g} (eV/Å)²)")
+        return None
+
+
+@dataclass
+class LoopSettings:
+    """What the loop does, in plain numbers (``advsample.config`` maps a YAML file onto it).
+
+    generations: sampling rounds after generation 0; label_budget: most oracle calls after
+    the initial data (None: no limit); model, committee_size, hyperparameters: the committee;
+    train: training settings (its seed is set per generation); warm_start: start generation
+    g from g − 1's weights; parallel_training: one member per executor worker; kT: Boltzmann
+    temperature (eV/atom); seeds: how many training structures to sample from (random subset;
+    None: all); select: gate, de-duplication, cap; convergence: the uncertainty stop; dim:
+    coordinates per atom (3, or 1-2 for toys); device: "cpu", "cuda" or "auto"; seed: of
+    everything random.
+    """
+
+    generations: int = 5
+    label_budget: int | None = None
+    model: str = "painn"
+    committee_size: int = 4
+    hyperparameters: dict = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
-    attack: AttackConfig = field(default_factory=lambda: AttackConfig(
-        steps=300, lr=0.01, init_scale=0.01, remove_translation=False))
+    warm_start: bool = False
+    parallel_training: bool = False
+    kT: float = 0.05
+    seeds: int | None = None
     select: SelectConfig = field(default_factory=SelectConfig)
-    random_scale: float = 0.3
-    grid_resolution: int = 100
+    convergence: ConvergenceRule = field(default_factory=ConvergenceRule)
+    dim: int = 3
+    device: str = "cpu"
     seed: int = 0
+    progress: bool = True
 
 
-def initial_points(surface: AnalyticSurface, n: int, energy_max: float, seed: int) -> Batch:
-    """``n`` uniform points in the box, keeping those with true energy below ``energy_max``."""
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(*surface.box, size=(n, surface.dim))
-    x = x[surface.energy(x) < energy_max]
-    return surface.label(Batch.from_points(x))
+@dataclass
+class LoopParts:
+    """The loop's collaborators, each known only by the calls the loop makes on it.
 
-
-def make_sampler(cfg: AnalyticLoopConfig, generation: int):
-    attack_cfg = replace(cfg.attack, seed=cfg.seed * 1000 + generation)
-    if cfg.sampler == "attack":
-        return SAMPLERS["attack"](config=attack_cfg)
-    if cfg.sampler == "random":
-        return SAMPLERS["random"](scale=cfg.random_scale, config=attack_cfg)
-    if cfg.sampler == "uniform":
-        return SAMPLERS["uniform"](config=attack_cfg)
-    raise ValueError(f"sampler must be attack, random or uniform, got {cfg.sampler!r}")
-
-
-def grid_errors(committee: Committee, surface: AnalyticSurface, resolution: int) -> dict:
-    """Energy RMSE of the committee mean on a regular grid, overall and where E_true < 0."""
-    grid = surface.grid(resolution)
-    truth = surface.energy(grid)
-    with torch.no_grad():
-        pred = committee(Batch.from_points(grid), forces=False).mean_energy.numpy()
-    err = pred - truth
-    low = truth < 0
-    return {
-        "rmse_grid": float(np.sqrt(np.mean(err**2))),
-        "rmse_low": float(np.sqrt(np.mean(err[low] ** 2))),
-    }
-
-
-def run_analytic_loop(cfg: AnalyticLoopConfig, surface: AnalyticSurface | None = None,
-                      keep_committees: bool = False) -> list[dict]:
-    """Run ``cfg.generations`` generations; one dict of metrics per generation.
-
-    Each dict: generation, n_points, rmse_grid, rmse_low, sampled_energy (median true energy
-    of the points added to reach this generation; nan for generation 1), n_new, threshold,
-    the new points and their displacements from their seeds, and (with keep_committees) the
-    committee and the training points.
+    store: ``count(**selection)``, ``training_atoms(max_generation)`` (labelled ase.Atoms with
+    info "store_id" and "generation"), ``add_pending(atoms, provenance)``, ``pending()``,
+    ``record(row_id, result, oracle)`` (see ``advsample.store``).
+    oracle: ``name`` and ``label(atoms)`` (see ``advsample.oracles``).
+    make_executor: a context manager with ``label(oracle, items, on_result, progress)`` and
+    ``map(fn, jobs)`` (see ``advsample.executors``).
+    make_sampler: generation -> a sampler with ``name`` and ``propose(committee, seeds, prior)``.
+    evaluators: objects with ``name`` and ``evaluate(context) -> dict`` (``advsample.evaluators``).
+    initial_data: fills generation 0 of the store; called while the store has none.
     """
-    surface = surface or DoubleWell2D()
-    if cfg.attack.box is None:
-        cfg.attack.box = surface.box
-    training = initial_points(surface, cfg.n_initial, cfg.initial_energy_max, cfg.seed)
-    metrics: list[dict] = []
-    new_points = np.zeros((0, surface.dim))
-    new_energies = np.zeros(0)
-    new_displacements = np.zeros(0)
-    threshold = float("nan")
-    for generation in range(1, cfg.generations + 1):
-        committee = Committee.build("mlp", cfg.committee_size, seed=cfg.seed * 100 + generation,
-                                    dim=surface.dim, **cfg.model)
-        train_cfg = replace(cfg.train, seed=cfg.seed * 100 + generation)
-        result = fit(committee, training, train_cfg)
-        row = {
-            "generation": generation,
-            "n_points": training.n_structures,
-            "n_new": len(new_points),
-            "sampled_energy": float(np.median(new_energies)) if len(new_energies) else
-            float("nan"),
-            "new_points": new_points.tolist(),
-            "new_displacements": new_displacements.tolist(),
-            "threshold": threshold,
-            "val_energy_rmse": result.val_energy_rmse,
-            **grid_errors(committee, surface, cfg.grid_resolution),
-        }
-        if keep_committees:
-            row["committee"] = committee
-            row["training_points"] = training.positions.numpy().copy()
-        metrics.append(row)
-        if generation == cfg.generations:
-            break
-        sample = sample_generation(committee, training, make_sampler(cfg, generation), cfg.kT,
-                                   cfg.select)
-        threshold = sample.threshold
-        chosen = surface.label(sample.candidates.batch.select(sample.chosen))
-        new_displacements = sample.candidates.displacement[sample.chosen].numpy()
-        new_points = chosen.positions.numpy()
-        new_energies = chosen.energy.numpy()
-        if chosen.n_structures:
-            training = concatenate([training, chosen])
-    return metrics
+
+    store: Any
+    oracle: Any
+    make_executor: Callable[[], Any]
+    make_sampler: Callable[[int], Any]
+    evaluators: list = field(default_factory=list)
+    initial_data: Callable[[], None] | None = None
+
+
+@dataclass
+class EvaluationContext:
+    """What an evaluator sees of generation ``generation``.
+
+    committee: trained on generations 0..generation, on ``device``, in eval mode;
+    training: its labelled structures (Batch on ``device``); training_generation: long [K],
+    the generation each came from; cache_dir: where an evaluator may keep reference data it
+    computed once (None without a run directory).
+    """
+
+    generation: int
+    committee: Committee
+    training: Batch
+    training_generation: np.ndarray
+    device: torch.device
+    cache_dir: Path | None
+
+
+def resolve_device(name: str) -> torch.device:
+    """"cpu", "cuda" (fails clearly without a GPU) or "auto" (cuda when present)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+class ActiveLearning:
+    """One active-learning run; ``run_dir`` None keeps every stage's output in memory."""
+
+    def __init__(self, settings: LoopSettings, parts: LoopParts,
+                 run_dir: str | Path | None = None):
+        self.settings = settings
+        self.parts = parts
+        self.store = parts.store
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.device = resolve_device(settings.device)
+        self._memory: dict[tuple[str, int], Any] = {}
+
+    # ------------------------------------------------------------------ files
+    def generation_dir(self, g: int) -> Path:
+        """Folder of generation ``g`` (run directory only)."""
+        return self.run_dir / "generations" / f"gen_{g:03d}"
+
+    def checkpoint(self, g: int) -> Path:
+        """Committee checkpoint of generation ``g`` (run directory only)."""
+        return self.generation_dir(g) / "committee.pt"
+
+    def _load(self, kind: str, g: int) -> Any:
+        if self.run_dir is None:
+            return self._memory.get((kind, g))
+        path = self.generation_dir(g) / f"{kind}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def _save(self, kind: str, g: int, value: dict) -> None:
+        if self.run_dir is None:
+            self._memory[(kind, g)] = value
+            return
+        self.generation_dir(g).mkdir(parents=True, exist_ok=True)
+        path = self.generation_dir(g) / f"{kind}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(value, indent=1))
+        tmp.replace(path)
+
+    # ------------------------------------------------------------------ data
+    def training_set(self, g: int) -> tuple[Batch, list[int], np.ndarray]:
+        """Labelled structures of generations 0..g (on the loop's device), their store row
+        ids and their generations [K]."""
+        atoms = self.store.training_atoms(max_generation=g)
+        if not atoms:
+            raise ValueError("no labelled structures to train on (did every label fail?)")
+        batch = Batch.from_atoms(atoms, dim=self.settings.dim).to(device=self.device)
+        return (batch, [a.info["store_id"] for a in atoms],
+                np.array([a.info["generation"] for a in atoms]))
+
+    def validation_split(self, generations: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(train, validation) indices into a training set whose structures came from
+        ``generations`` [K] (in store order). Each generation's structures are split on
+        arrival with a seed of their own, so a structure keeps its side of the split in every
+        later generation and warm-started weights are never validated on their own training
+        data."""
+        fraction, train, val = self.settings.train.val_fraction, [], []
+        for h in np.unique(generations):
+            members = torch.as_tensor(np.flatnonzero(generations == h))
+            t, v = split_indices(len(members), fraction, self.settings.seed * 1000 + int(h))
+            train.append(members[t])
+            val.append(members[v])
+        return torch.cat(train), torch.cat(val)
+
+    # ---------------------------------------------------------------- stages
+    def train(self, g: int) -> Committee:
+        """The committee of generation ``g``: loaded if trained before, else trained."""
+        s = self.settings
+        if self.run_dir is None and ("committee", g) in self._memory:
+            return self._memory[("committee", g)]
+        if self.run_dir is not None and self.checkpoint(g).exists():
+            return Committee.load(self.checkpoint(g)).to(self.device)
+        data, _, generations = self.training_set(g)
+        previous = self._previous_committee(g) if s.warm_start else None
+        committee = previous or Committee.build(s.model, s.committee_size, seed=s.seed * 100 + g,
+                                                **s.hyperparameters)
+        committee.to(self.device)
+        cfg = replace(s.train, seed=s.seed * 100 + g, progress=s.progress)
+        split = self.validation_split(generations)
+        if s.parallel_training:
+            with self.parts.make_executor() as executor:
+                result = fit_members_separately(committee, data, cfg, executor,
+                                                previous is not None, split=split)
+        else:
+            result = fit(committee, data, cfg, warm_start=previous is not None, split=split)
+        committee.eval()
+        self._save("train", g, {**result.as_dict(), "n_train": data.n_structures,
+                                "warm_start": previous is not None})
+        if self.run_dir is None:
+            self._memory[("committee", g)] = committee
+        else:
+            committee.save(self.checkpoint(g))
+        return committee
+
+    def _previous_committee(self, g: int) -> Committee | None:
+        if g == 0:
+            return None
+        if self.run_dir is None:
+            previous = self._memory.get(("committee", g - 1))
+            if previous is None:
+                return None
+            return Committee.from_state(previous.state())
+        path = self.checkpoint(g - 1)
+        return Committee.load(path) if path.exists() else None
+
+    def evaluate(self, g: int, committee: Committee) -> dict:
+        """metrics of generation ``g``: training errors, label counts, each evaluator's numbers.
+
+        Evaluators missing from a stored metrics.json (killed mid-way, or added to the config
+        since) are run now; finished ones are never repeated.
+        """
+        metrics = self._load("metrics", g)
+        if metrics is None:
+            metrics = {"generation": g, **self._load("train", g), **self._label_counts(g)}
+            self._save("metrics", g, metrics)
+        missing = [e for e in self.parts.evaluators if e.name not in metrics]
+        if missing:
+            data, _, generations = self.training_set(g)
+            cache = None if self.run_dir is None else self.run_dir / "evaluators"
+            context = EvaluationContext(g, committee, data, generations, self.device, cache)
+            for evaluator in missing:
+                log.info("generation %d: evaluating %s", g, evaluator.name)
+                metrics[evaluator.name] = evaluator.evaluate(context)
+                self._save("metrics", g, metrics)
+        return metrics
+
+    def _label_counts(self, g: int) -> dict:
+        count = self.store.count
+        return {"labels": sum(count(generation=h, status="ok") for h in range(g + 1)),
+                "new_labels": count(generation=g, status="ok") if g else 0,
+                "failed_labels": count(generation=g, status="failed")}
+
+    def sample(self, g: int, committee: Committee) -> tuple[int, str | None]:
+        """Sample from generation ``g``'s committee, check convergence, and write the chosen
+        candidates as pending rows of generation g + 1. (rows written, stop reason or None).
+
+        Done before (rows of g + 1 exist): nothing is sampled again.
+        """
+        existing = self.store.count(generation=g + 1)
+        if existing:
+            return existing, None
+        s = self.settings
+        training, ids, _ = self.training_set(g)
+        seed_index = torch.arange(training.n_structures, device=self.device)
+        if s.seeds is not None and s.seeds < training.n_structures:
+            rng = np.random.default_rng(s.seed * 1000 + g)
+            seed_index = torch.as_tensor(np.sort(rng.choice(training.n_structures, s.seeds,
+                                                            replace=False)), device=self.device)
+        select_cfg = s.select
+        if s.label_budget is not None:
+            select_cfg = replace(select_cfg, max_new=max(0, min(
+                select_cfg.max_new, s.label_budget - self.sampled_labels())))
+        sampler = self.parts.make_sampler(g)
+        result = sample_generation(committee, training, sampler, s.kT, select_cfg,
+                                   seeds=training.select(seed_index))
+        cands = result.candidates
+        uncertainty = cands.uncertainty.detach().cpu().numpy()
+        stats = {"generation": g, "sampler": sampler.name, "candidates": len(cands),
+                 "feasible": int(cands.feasible.sum()), "threshold": result.threshold,
+                 "above_gate": int((uncertainty > result.threshold).sum()),
+                 "chosen": len(result.chosen),
+                 "uncertainty_max": float(uncertainty.max()) if len(cands) else float("nan"),
+                 "uncertainty_statistic": s.convergence.value(uncertainty)}
+        self._save("sampling", g, stats)
+        if self.run_dir is not None:
+            _write_candidates(self.generation_dir(g) / "candidates.extxyz", cands, result.chosen)
+        log.info("generation %d: %d candidates, %d above the gate %.3g, %d chosen, σ²_F "
+                 "statistic %.3g", g, len(cands), stats["above_gate"], result.threshold,
+                 stats["chosen"], stats["uncertainty_statistic"])
+        reason = s.convergence.check(self.uncertainty_history(g))
+        if reason is not None:
+            return 0, reason
+        chosen = cands.batch.select(result.chosen).to_atoms()
+        provenance = []
+        for k, idx in enumerate(result.chosen.tolist()):
+            chosen[k].calc = None
+            parent = int(cands.parent[idx])
+            provenance.append({
+                "generation": g + 1, "sampler": sampler.name,
+                "parent": int(ids[int(seed_index[parent])]) if parent >= 0 else -1,
+                "uncertainty": float(cands.uncertainty[idx]),
+                "objective": float(cands.objective[idx]),
+                "oracle": self.parts.oracle.name,
+            })
+        if provenance:
+            self.store.add_pending(chosen, provenance)
+        return len(provenance), (None if provenance else
+                                 "no candidate passed the uncertainty gate")
+
+    def uncertainty_history(self, g: int) -> list[float]:
+        """The convergence statistic of generations 0..g (NaN where not sampled)."""
+        out = []
+        for h in range(g + 1):
+            stats = self._load("sampling", h)
+            out.append(float("nan") if stats is None else stats["uncertainty_statistic"])
+        return out
+
+    def sampled_labels(self) -> int:
+        """Oracle calls spent after the initial data (ok, failed and pending rows)."""
+        return self.store.count() - self.store.count(generation=0)
+
+    def label_pending(self) -> None:
+        """Label every pending row; each result is committed as it arrives."""
+        pending = self.store.pending()
+        if not pending:
+            return
+        oracle = self.parts.oracle
+        with self.parts.make_executor() as executor:
+            executor.label(oracle, pending,
+                           lambda row_id, result: self.store.record(row_id, result, oracle),
+                           progress=self.settings.progress)
+
+    # ------------------------------------------------------------------- run
+    def run(self) -> dict:
+        """Run (or continue) the generations until a stopping rule holds; the final state."""
+        s = self.settings
+        if self.store.count(generation=0) == 0:
+            if self.parts.initial_data is None:
+                raise ValueError("the store holds no initial data and none can be made")
+            self.parts.initial_data()
+        self.label_pending()  # a run killed while labelling finishes those first
+        reason = f"reached {s.generations} generations"
+        for g in range(s.generations + 1):
+            committee = self.train(g)
+            metrics = self.evaluate(g, committee)
+            log.info("generation %d: %s", g, _scalars(metrics))
+            if g == s.generations:
+                break
+            if s.label_budget is not None and self.sampled_labels() >= s.label_budget:
+                reason = f"label budget of {s.label_budget} reached"
+                break
+            _, stop = self.sample(g, committee)
+            if stop is not None:
+                reason = stop
+                break
+            self.label_pending()
+        state = {"reason": reason, "generation": g,
+                 "labels": sum(self.store.count(generation=h, status="ok") for h in range(g + 1)),
+                 "failed": sum(self.store.count(generation=h, status="failed")
+                               for h in range(g + 1)),
+                 "uncertainty_statistic": self.uncertainty_history(g),
+                 "convergence": asdict(s.convergence)}
+        if self.run_dir is not None:
+            (self.run_dir / "stopped.json").write_text(json.dumps(state, indent=1))
+        return state
+
+    def history(self) -> list[dict]:
+        """metrics of every evaluated generation with its sampling statistics under
+        "sampling" (absent for the last generation, which is not sampled)."""
+        out, g = [], 0
+        while (metrics := self._load("metrics", g)) is not None:
+            sampling = self._load("sampling", g)
+            out.append({**metrics, **({"sampling": sampling} if sampling else {})})
+            g += 1
+        return out
+
+    def committee(self, g: int) -> Committee | None:
+        """Generation ``g``'s committee if it was trained."""
+        if self.run_dir is None:
+            return self._memory.get(("committee", g))
+        return Committee.load(self.checkpoint(g)) if self.checkpoint(g).exists() else None
+
+
+def _scalars(metrics: dict) -> dict:
+    """The top-level numbers of a metrics dict and each evaluator's, for one log line."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)):
+            out[key] = round(value, 5) if isinstance(value, float) else value
+        elif isinstance(value, dict):
+            out.update({f"{key}.{k}": round(v, 5) for k, v in value.items()
+                        if isinstance(v, float)})
+    return out
+
+
+def _write_candidates(path: Path, cands: Candidates, chosen: torch.Tensor) -> None:
+    """Every candidate as extxyz with its scores and whether it was chosen."""
+    atoms = cands.batch.to_atoms()
+    picked = set(chosen.tolist())
+    for k, a in enumerate(atoms):
+        a.info.update(objective=float(cands.objective[k]),
+                      uncertainty=float(cands.uncertainty[k]),
+                      predicted_energy=float(cands.energy[k]), step=int(cands.step[k]),
+                      parent=int(cands.parent[k]), chosen=k in picked)
+    ase.io.write(path, atoms, format="extxyz")

@@ -1,4 +1,9 @@
-"""Plots and a markdown summary of a run directory (see ``advsample.run`` for its layout)."""
+"""Plots and a markdown summary of a run directory (layout: ``advsample.run``).
+
+The report reads only the run's files: labels.db, each generation's metrics.json and
+sampling.json, stopped.json. Each evaluator's numbers carry their "type", which picks its plot
+from ``advsample.evaluators.PLOTS``; nothing here knows a particular system.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,40 @@ import numpy as np
 
 from advsample.store import Store
 
+SCALARS = {  # evaluator type -> (key, column title, format) in the summary table
+    "test_set": [("forces_rmse", "test F RMSE (eV/Å)", ".4f"),
+                 ("energy_rmse", "test E RMSE (eV/atom)", ".5f"),
+                 ("sigma_error_spearman", "ρ(σ, error)", ".2f")],
+    "stability": [("fraction_stable", "stable", ".2f")],
+    "path": [("barrier", "barrier (eV)", ".4f"), ("barrier_error", "barrier error (eV)", "+.4f")],
+    "coverage": [("occupied", "CV cells", "d")],
+    "grid": [("rmse_grid", "grid RMSE", ".4g")],
+}
+
+
+def _json_files(run_dir: Path, name: str) -> list[dict]:
+    files = sorted((run_dir / "generations").glob(f"gen_*/{name}.json"))
+    return [json.loads(f.read_text()) for f in files]
+
 
 def generation_metrics(run_dir: Path) -> list[dict]:
     """metrics.json of every evaluated generation, in order."""
-    files = sorted((run_dir / "generations").glob("gen_*/metrics.json"))
-    return [json.loads(f.read_text()) for f in files]
+    return _json_files(Path(run_dir), "metrics")
+
+
+def sampling_statistics(run_dir: Path) -> list[dict]:
+    """sampling.json of every sampled generation, in order."""
+    return _json_files(Path(run_dir), "sampling")
+
+
+def evaluator_entries(metrics: list[dict]) -> dict[str, list[tuple[int, dict]]]:
+    """Evaluator name -> [(generation, its numbers)] over the generations that have them."""
+    out: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+    for m in metrics:
+        for key, value in m.items():
+            if isinstance(value, dict) and "type" in value:
+                out[key].append((m["generation"], value))
+    return dict(out)
 
 
 def status(run_dir: str | Path) -> str:
@@ -22,8 +56,7 @@ def status(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     if not (run_dir / "labels.db").exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no labels.db)")
-    store = Store(run_dir / "labels.db")
-    rows = store.rows()
+    rows = Store(run_dir / "labels.db").rows()
     per_gen = defaultdict(lambda: defaultdict(int))
     for r in rows:
         per_gen[r["generation"]][r["status"]] += 1
@@ -32,7 +65,9 @@ def status(run_dir: str | Path) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(per_gen[g].items()))
         lines.append(f"  generation {g}: {counts}")
     for m in generation_metrics(run_dir):
-        extra = f", barrier error {m['barrier_error']:+.4f} eV" if "barrier_error" in m else ""
+        extra = "".join(f", {title} {_fmt(v.get(key), f)}" for name, v in m.items()
+                        if isinstance(v, dict) and v.get("type") in SCALARS
+                        for key, title, f in SCALARS[v["type"]][:1])
         lines.append(f"  committee {m['generation']}: val force RMSE "
                      f"{m['val_forces_rmse']:.4f} eV/Å{extra}")
     stopped = run_dir / "stopped.json"
@@ -41,6 +76,12 @@ def status(run_dir: str | Path) -> str:
     else:
         lines.append("  not finished: `advsample run` on this directory continues it")
     return "\n".join(lines)
+
+
+def _fmt(value, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    return format(value, fmt)
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -53,11 +94,76 @@ def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
-    store = Store(run_dir / "labels.db")
-    rows = store.rows()
+    rows = Store(run_dir / "labels.db").rows()
     metrics = generation_metrics(run_dir)
-    gens = sorted({r["generation"] for r in rows})
+    sampling = sampling_statistics(run_dir)
+    entries = evaluator_entries(metrics)
 
+    _generations_plot(rows, metrics, out / "generations.png", plt)
+    _convergence_plot(sampling, run_dir, out / "convergence.png", plt)
+    columns = [(name, key, title, f) for name, es in entries.items()
+               for key, title, f in SCALARS.get(es[0][1]["type"], [])]
+    lines = [f"# advsample run report: {run_dir.name}", "",
+             "| generation | labels | val F RMSE (eV/Å) | val E RMSE (eV/atom) | "
+             + " | ".join(f"{name}: {title}" for name, _, title, _ in columns) + " |",
+             "|---" * (4 + len(columns)) + "|"]
+    for m in metrics:
+        cells = [_fmt(m.get(name, {}).get(key), f) for name, key, _, f in columns]
+        lines.append(f"| {m['generation']} | {m['labels']} | {m['val_forces_rmse']:.4f} | "
+                     f"{m['val_energy_rmse']:.5f} | " + " | ".join(cells) + " |")
+    lines += ["", "![generations](generations.png)", "",
+              "Convergence: the candidates' σ²_F statistic per generation (the run stops "
+              "when it no longer falls).", "", "![convergence](convergence.png)", ""]
+    for name, es in entries.items():
+        path = _evaluator_plot(name, es, out, plt)
+        lines += [f"## {name} ({es[0][1]['type']})", "", f"![{name}]({path.name})", ""]
+    stopped = run_dir / "stopped.json"
+    if stopped.exists():
+        lines.append("Stopped: " + json.loads(stopped.read_text())["reason"] + ".")
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _evaluator_plot(name: str, entries: list[tuple[int, dict]], out: Path, plt) -> Path:
+    from advsample.evaluators import PANELS, PLOTS
+
+    kind = entries[0][1]["type"]
+    n = PANELS[kind]
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.2), squeeze=False)
+    PLOTS[kind](entries, *axes[0])
+    fig.suptitle(name)
+    fig.tight_layout()
+    path = out / f"evaluator_{name}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _convergence_plot(sampling: list[dict], run_dir: Path, path: Path, plt) -> None:
+    """The convergence statistic and the largest candidate σ²_F per generation."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if sampling:
+        gens = [s["generation"] for s in sampling]
+        ax.semilogy(gens, [s["uncertainty_statistic"] for s in sampling], "o-",
+                    label="convergence statistic")
+        ax.semilogy(gens, [s["uncertainty_max"] for s in sampling], "s--", label="largest")
+        ax.semilogy(gens, [s["threshold"] if s["threshold"] > 0 else np.nan for s in sampling],
+                    ":", label="gate")
+        ax.legend(fontsize=8)
+    stopped = run_dir / "stopped.json"
+    if stopped.exists():
+        ax.set_title(json.loads(stopped.read_text())["reason"], fontsize=8, wrap=True)
+    ax.set_xlabel("generation")
+    ax.set_ylabel("candidate σ²_F ((eV/Å)²)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _generations_plot(rows: list[dict], metrics: list[dict], path: Path, plt) -> None:
+    """σ²_F of the selected structures, training errors, labelled energies, labels."""
+    gens = sorted({r["generation"] for r in rows})
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     ax = axes[0, 0]
     for g in gens[1:]:
@@ -76,14 +182,14 @@ def write_report(run_dir: str | Path) -> Path:
     ax.set_title("committee-mean force RMSE (eV/Å)")
     ax.set_xlabel("generation")
     ax = axes[1, 0]
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r["status"] == "ok" and r["energy"] is not None]
     if ok:
-        e0 = min(r["energy"] for r in ok)
+        e0 = min(r["energy"] / r["natoms"] for r in ok)
         for g in gens:
-            e = [r["energy"] - e0 for r in ok if r["generation"] == g]
-            ax.scatter(np.full(len(e), g) + np.random.default_rng(g).uniform(-.15, .15, len(e)),
-                       e, s=8, alpha=0.6)
-    ax.set_title("oracle energy of labelled structures (eV, above lowest)")
+            e = [r["energy"] / r["natoms"] - e0 for r in ok if r["generation"] == g]
+            jitter = np.random.default_rng(g).uniform(-.15, .15, len(e))
+            ax.scatter(np.full(len(e), g) + jitter, e, s=8, alpha=0.6)
+    ax.set_title("oracle energy of labels (eV/atom above the lowest)")
     ax.set_xlabel("generation")
     ax = axes[1, 1]
     labels = [sum(1 for r in rows if r["generation"] == g and r["status"] == "ok") for g in gens]
@@ -95,60 +201,5 @@ def write_report(run_dir: str | Path) -> Path:
     ax.set_xlabel("generation")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "generations.png", dpi=100)
-    plt.close(fig)
-
-    lines = [f"# advsample run report: {run_dir.name}", "",
-             "| generation | labels | train F RMSE (eV/Å) | val F RMSE (eV/Å) | "
-             "val E RMSE (eV/atom) | barrier (eV) | barrier error (eV) |",
-             "|---|---|---|---|---|---|---|"]
-    for m in metrics:
-        b = f"{m['barrier']:.4f}" if "barrier" in m else "-"
-        be = f"{m['barrier_error']:+.4f}" if "barrier_error" in m else "-"
-        lines.append(f"| {m['generation']} | {m['labels']} | {m['train_forces_rmse']:.4f} | "
-                     f"{m['val_forces_rmse']:.4f} | {m['val_energy_rmse']:.5f} | {b} | {be} |")
-    lines += ["", "![generations](generations.png)", ""]
-    if metrics and "path_energy" in metrics[0]:
-        _umbrella_plots(run_dir, store, metrics, out, plt)
-        ref = json.loads((run_dir / "reference.json").read_text())
-        lines += [f"Oracle inversion barrier along the umbrella path: {ref['barrier']:.4f} eV.",
-                  "", "![umbrella](umbrella.png)", ""]
-    stopped = run_dir / "stopped.json"
-    if stopped.exists():
-        lines.append("Stopped: " + json.loads(stopped.read_text())["reason"] + ".")
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _umbrella_plots(run_dir, store, metrics, out, plt):
-    from advsample.umbrella import umbrella_coordinate
-
-    ref = json.loads((run_dir / "reference.json").read_text())
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    ax = axes[0]
-    ax.plot(ref["umbrella"], ref["energy"], "k-", lw=3, label="oracle")
-    cmap = plt.get_cmap("viridis")
-    for m in metrics:
-        ax.plot(ref["umbrella"], m["path_energy"], color=cmap(m["generation"] / max(
-            1, metrics[-1]["generation"])), label=f"committee gen {m['generation']}")
-    ax.set_xlabel("umbrella coordinate h (Å)")
-    ax.set_ylabel("energy along the inversion path (eV)")
-    ax.legend(fontsize=7)
-    ax = axes[1]
-    atoms = store.training_atoms()
-    if atoms:
-        e0 = min(a.get_potential_energy() for a in atoms)
-        ok_rows = [r for r in store.rows() if r["status"] == "ok"]
-        gens = np.array([r["generation"] for r in ok_rows])
-        h = np.array([umbrella_coordinate(a.positions) for a in atoms])
-        e = np.array([a.get_potential_energy() - e0 for a in atoms])
-        sc = ax.scatter(h, e, c=gens[: len(h)], cmap="viridis", s=12)
-        plt.colorbar(sc, ax=ax, label="generation")
-    ax.plot(ref["umbrella"], ref["energy"], "k--", lw=1)
-    ax.set_xlabel("umbrella coordinate h (Å)")
-    ax.set_ylabel("oracle energy above lowest label (eV)")
-    ax.set_title("where the labels lie")
-    fig.tight_layout()
-    fig.savefig(out / "umbrella.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -42,7 +42,9 @@ def training_uncertainty(committee: Committee, training: Batch, reduce: str = "m
     committee.eval()
     out = []
     for start in range(0, training.n_structures, chunk):
-        part = training.select(torch.arange(start, min(start + chunk, training.n_structures)))
+        index = torch.arange(start, min(start + chunk, training.n_structures),
+                             device=training.device)
+        part = training.select(index)
         forces = committee(part.without_labels()).forces.detach()
         out.append(force_variance(forces, part.structure, part.n_structures, reduce))
     return torch.cat(out)
@@ -54,7 +56,7 @@ def gate_threshold(committee: Committee, training: Batch, cfg: SelectConfig) -> 
         return float(cfg.gate_absolute)
     if cfg.gate_percentile is None:
         return -float("inf")
-    var = training_uncertainty(committee, training, cfg.reduce).numpy()
+    var = training_uncertainty(committee, training, cfg.reduce).cpu().numpy()
     return float(np.percentile(var, cfg.gate_percentile))
 
 
@@ -70,7 +72,7 @@ def distances_to(reference: Batch, candidate: Batch, metric: str) -> torch.Tenso
     n = candidate.positions.shape[0]
     same = (reference.n_atoms == n)
     idx = torch.nonzero(same).flatten()
-    out = torch.full((reference.n_structures,), float("inf"), dtype=candidate.dtype)
+    out = candidate.positions.new_full((reference.n_structures,), float("inf"))
     if len(idx) == 0:
         return out
     ref = reference.select(idx)
@@ -102,7 +104,8 @@ def kabsch_rmsd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def select(candidates: Candidates, training: Batch, threshold: float,
            cfg: SelectConfig) -> torch.Tensor:
-    """Indices of the chosen candidates (long tensor, ranked by objective)."""
+    """Indices of the chosen candidates (long [n_chosen] on the candidates' device, ranked by
+    objective)."""
     ok = candidates.feasible & torch.isfinite(candidates.objective)
     ok &= candidates.uncertainty > threshold
     order = torch.nonzero(ok).flatten()
@@ -119,4 +122,4 @@ def select(candidates: Candidates, training: Batch, threshold: float,
             if distances_to(picked, cand, cfg.metric).min() <= cfg.min_separation:
                 continue
         chosen.append(k)
-    return torch.tensor(chosen, dtype=torch.long)
+    return torch.tensor(chosen, dtype=torch.long, device=candidates.objective.device)

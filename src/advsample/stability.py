@@ -24,11 +24,17 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from ase.data import covalent_radii
-from tqdm.auto import tqdm
 
 from advsample.committee import Committee
-from advsample.dynamics import MDState, committee_forces, init_state, langevin_step
+from advsample.dynamics import (
+    MDState,
+    committee_forces,
+    init_state,
+    langevin_step,
+    standard_normal,
+)
 from advsample.geometry import intra_structure_pairs, min_interatomic_distance
+from advsample.progress import progress_bar
 from advsample.structures import Batch
 
 REASONS = ("ok", "non-finite energy", "close contact", "bond broken")
@@ -102,7 +108,8 @@ def starting_bonds(batch: Batch) -> Bonds:
     directions of each bond are listed, which changes no check).
     """
     periodic = batch.pbc.any(dim=1)
-    radius = torch.as_tensor(covalent_radii, dtype=batch.dtype)[batch.numbers]  # [N] (Å)
+    radius = torch.as_tensor(covalent_radii, dtype=batch.dtype, device=batch.device)
+    radius = radius[batch.numbers]  # [N] (Å)
     i, j = intra_structure_pairs(batch)
     molecular = ~periodic[batch.structure[i]]
     i, j = i[molecular], j[molecular]
@@ -115,9 +122,9 @@ def starting_bonds(batch: Batch) -> Bonds:
         for k in torch.nonzero(periodic).flatten().tolist():
             atoms = batch.select([k]).to_atoms()[0]
             pi, pj, cell_shift = neighbor_list("ijS", atoms, natural_cutoffs(atoms))
-            cell_shift = torch.as_tensor(cell_shift, dtype=batch.dtype)
-            parts.append((torch.as_tensor(pi) + offsets[k], torch.as_tensor(pj) + offsets[k],
-                          cell_shift @ batch.cell[k]))
+            cell_shift = torch.as_tensor(cell_shift, dtype=batch.dtype, device=batch.device)
+            pi, pj = (torch.as_tensor(p, device=batch.device) + offsets[k] for p in (pi, pj))
+            parts.append((pi, pj, cell_shift @ batch.cell[k]))
     i, j, shift = (torch.cat(column) for column in zip(*parts, strict=True))
     length = (batch.positions[j] - batch.positions[i] + shift).norm(dim=1)
     bonded = length < radius[i] + radius[j]
@@ -145,18 +152,18 @@ def stability_test(
     """
     runs = starts.without_labels().repeat(runs_per_start)
     n_runs = runs.n_structures
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # on the CPU: same runs on every device
     forces_fn = committee_forces(committee)
     state = init_state(runs, forces_fn, temperature_K, generator)
     bonds = starting_bonds(runs)
-    alive = torch.ones(n_runs, dtype=torch.bool)
-    failed_step = torch.full((n_runs,), -1, dtype=torch.long)
-    reason = torch.zeros(n_runs, dtype=torch.long)  # index into REASONS
+    alive = torch.ones(n_runs, dtype=torch.bool, device=runs.device)
+    failed_step = torch.full((n_runs,), -1, dtype=torch.long, device=runs.device)
+    reason = torch.zeros(n_runs, dtype=torch.long, device=runs.device)  # index into REASONS
 
-    bar = tqdm(total=steps, desc="stability", disable=not progress, leave=False)
+    bar = progress_bar(total=steps, desc="stability", disable=not progress)
     for t in range(steps + 1):
         if t:
-            noise = torch.randn(runs.positions.shape, generator=generator, dtype=runs.dtype)
+            noise = standard_normal(generator, runs.positions)
             state = langevin_step(state, forces_fn, dt_fs, temperature_K, friction_per_fs,
                                   noise=noise[alive[runs.structure]])
             bar.update()
@@ -175,11 +182,11 @@ def stability_test(
             break
     bar.close()
 
-    time = torch.where(failed_step >= 0, failed_step * dt_fs, math.nan)
+    failed_step = failed_step.cpu().numpy()
     return StabilityResult(
-        time_to_failure_fs=time.to(torch.float64).numpy(),
+        time_to_failure_fs=np.where(failed_step >= 0, failed_step * dt_fs, math.nan),
         reason=[REASONS[r] for r in reason.tolist()],
-        start=torch.arange(starts.n_structures).repeat_interleave(runs_per_start).numpy(),
+        start=np.repeat(np.arange(starts.n_structures), runs_per_start),
         duration_fs=steps * dt_fs,
         temperature_K=temperature_K,
     )
@@ -190,14 +197,14 @@ def _failure(state: MDState, bonds: Bonds, floor: float, bond_ceiling: float) ->
     batch = state.batch
     b = batch.n_structures
     bad = ~torch.isfinite(torch.cat([batch.positions, state.forces], dim=1)).all(dim=1)  # [N]
-    finite = torch.zeros(b, dtype=torch.long).index_add(0, batch.structure, bad.long()) == 0
+    n_bad = torch.zeros(b, dtype=torch.long, device=batch.device)
+    finite = n_bad.index_add(0, batch.structure, bad.long()) == 0
     finite &= torch.isfinite(state.energy)
     close = min_interatomic_distance(batch, within=floor) < floor
     stretched = bonds.lengths(batch.positions) > bond_ceiling * bonds.length  # [P]
-    broken = torch.zeros(b, dtype=torch.long).index_add(
-        0, batch.structure[bonds.i], stretched.long()
-    ) > 0
-    failure = torch.zeros(b, dtype=torch.long)
+    n_broken = torch.zeros(b, dtype=torch.long, device=batch.device)
+    broken = n_broken.index_add(0, batch.structure[bonds.i], stretched.long()) > 0
+    failure = torch.zeros(b, dtype=torch.long, device=batch.device)
     failure = torch.where(broken, REASONS.index("bond broken"), failure)
     failure = torch.where(close, REASONS.index("close contact"), failure)
     return torch.where(~finite, REASONS.index("non-finite energy"), failure)

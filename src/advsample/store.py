@@ -139,6 +139,14 @@ class Store:
                 for atoms in frames
             ]
 
+    def add_labelled(self, atoms_list: Sequence[Atoms], generation: int = 0,
+                     sampler: str = "initial") -> list[int]:
+        """Structures made by the package with their labels attached (e.g. generated initial
+        data), status "ok", in one transaction; their row ids."""
+        with self._db as db:
+            return [db.write(atoms, generation=int(generation), sampler=_text(sampler),
+                             parent=-1, status="ok", message="") for atoms in atoms_list]
+
     # ---------------------------------------------------------------- reading
     def pending(self, generation: int | None = None) -> list[tuple[int, Atoms]]:
         """(row id, structure) of every row still waiting for its label, by id."""
@@ -261,4 +269,89 @@ def _text(value: str) -> str:
 def _without_labels(atoms: Atoms) -> Atoms:
     copy = atoms.copy()
     copy.calc = None
+    return copy
+
+
+class MemoryStore:
+    """The :class:`Store` interface in memory, for toy runs and tests that keep no files.
+
+    Rows are ase.Atoms (labels in a SinglePointCalculator) with the same provenance keys;
+    ids count from 1 as in ase.db. Selection keywords match by equality.
+    """
+
+    def __init__(self):
+        self.url = "memory"
+        self._rows: list[dict[str, Any]] = []
+
+    def _write(self, atoms: Atoms, **kvp: Any) -> int:
+        row_id = len(self._rows) + 1
+        self._rows.append({"id": row_id, "atoms": atoms, "parent": -1, "message": "", **kvp})
+        return row_id
+
+    def add_pending(self, atoms_list: Sequence[Atoms], provenance: Sequence[dict]) -> list[int]:
+        """Unlabelled candidates as "pending" rows; see :meth:`Store.add_pending`."""
+        if len(atoms_list) != len(provenance):
+            raise ValueError(
+                f"{len(atoms_list)} structures but {len(provenance)} provenance entries")
+        rows = [_row_fields(p)[0] for p in provenance]
+        return [self._write(_without_labels(a), status="pending", **kvp)
+                for a, kvp in zip(atoms_list, rows, strict=True)]
+
+    def add_labelled(self, atoms_list: Sequence[Atoms], generation: int = 0,
+                     sampler: str = "initial") -> list[int]:
+        """Structures carrying their labels, status "ok"."""
+        return [self._write(a.copy() if a.calc is None else _with_labels(a),
+                            generation=int(generation), sampler=sampler, status="ok")
+                for a in atoms_list]
+
+    def record(self, row_id: int, result: LabelResult, oracle: Oracle | None = None) -> None:
+        """The outcome of labelling row ``row_id``; see :meth:`Store.record`."""
+        row = self._rows[row_id - 1]
+        atoms = _without_labels(row["atoms"])
+        if result.ok:
+            atoms.calc = SinglePointCalculator(atoms, energy=result.energy, forces=result.forces)
+        row.update(atoms=atoms, status=result.status, message=result.message,
+                   seconds=float(result.seconds))
+        if oracle is not None:
+            row["oracle"] = oracle.name
+
+    def pending(self, generation: int | None = None) -> list[tuple[int, Atoms]]:
+        """(row id, structure) of every pending row, by id."""
+        return [(r["id"], r["atoms"].copy()) for r in self._select(status="pending")
+                if generation is None or r["generation"] == generation]
+
+    def training_atoms(self, max_generation: int | None = None) -> list[Atoms]:
+        """Labelled rows of generations <= ``max_generation``; see :meth:`Store.training_atoms`."""
+        out = []
+        for r in self._select(status="ok"):
+            if max_generation is None or r["generation"] <= max_generation:
+                atoms = _with_labels(r["atoms"])
+                atoms.info.update(store_id=r["id"], generation=r["generation"])
+                out.append(atoms)
+        return out
+
+    def rows(self, **selection: Any) -> list[dict[str, Any]]:
+        """One dict per matching row with the :data:`COLUMNS` (None where absent)."""
+        out = []
+        for r in self._select(**selection):
+            d = {key: r.get(key) for key in COLUMNS}
+            d["energy"] = r["atoms"].calc.results["energy"] if r["atoms"].calc else None
+            d["natoms"], d["formula"] = len(r["atoms"]), r["atoms"].get_chemical_formula()
+            out.append(d)
+        return out
+
+    def count(self, **selection: Any) -> int:
+        """Number of rows matching the selection keywords."""
+        return len(self._select(**selection))
+
+    def _select(self, **selection: Any) -> list[dict[str, Any]]:
+        return [r for r in self._rows if all(r.get(k) == v for k, v in selection.items())]
+
+
+def _with_labels(atoms: Atoms) -> Atoms:
+    """A copy of ``atoms`` that keeps its calculator's energy and forces."""
+    copy = atoms.copy()
+    if atoms.calc is not None:
+        copy.calc = SinglePointCalculator(copy, **{k: v for k, v in atoms.calc.results.items()
+                                                   if k in ("energy", "forces")})
     return copy

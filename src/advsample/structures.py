@@ -86,6 +86,10 @@ class Batch:
     def dtype(self) -> torch.dtype:
         return self.positions.dtype
 
+    @property
+    def device(self) -> torch.device:
+        return self.positions.device
+
     # ---------------------------------------------------------- constructors
     @classmethod
     def from_points(cls, points, energy=None, forces=None, dtype=torch.float64) -> Batch:
@@ -106,15 +110,20 @@ class Batch:
         )
 
     @classmethod
-    def from_atoms(cls, atoms_list, dtype=torch.float64, labels: bool = True) -> Batch:
+    def from_atoms(cls, atoms_list, dtype=torch.float64, labels: bool = True,
+                   dim: int = 3) -> Batch:
         """Molecules or crystals from a list of ``ase.Atoms``.
 
         With ``labels`` the energy and forces attached to each Atoms (calculator results or
-        extxyz fields) are read when every structure has them.
+        extxyz fields) are read when every structure has them. ``dim`` < 3 reads toy points
+        (one "atom" of number 0 whose first ``dim`` coordinates are the toy's variables, as
+        :meth:`to_atoms` writes them); their cell is zero and not periodic.
         """
         atoms_list = list(atoms_list)
         if not atoms_list:
             raise StructureError("no structures given")
+        if dim < 3:
+            return _points_from_atoms(atoms_list, dim, dtype, labels)
         pos = np.concatenate([a.get_positions() for a in atoms_list])
         _check_finite(torch.as_tensor(pos), "positions")
         numbers = np.concatenate([a.numbers for a in atoms_list])
@@ -152,26 +161,31 @@ class Batch:
         )
 
     def to_atoms(self) -> list:
-        """A list of ``ase.Atoms`` (d must be 3); labels become a SinglePointCalculator."""
+        """A list of ``ase.Atoms``; labels become a SinglePointCalculator.
+
+        Toy points (d < 3) become one atom of number 0 with zero-padded 3D coordinates and
+        forces and no cell; ``from_atoms(..., dim=d)`` reads them back.
+        """
         from ase import Atoms
         from ase.calculators.singlepoint import SinglePointCalculator
 
-        if self.dim != 3:
-            raise StructureError("only 3D structures convert to ase.Atoms")
+        d = self.dim
         out = []
         off = self.offsets.tolist()
+        positions = _pad3(self.positions.detach().cpu().numpy())
+        forces = None if self.forces is None else _pad3(self.forces.detach().cpu().numpy())
         for i in range(self.n_structures):
             sl = slice(off[i], off[i + 1])
             atoms = Atoms(
-                numbers=self.numbers[sl].numpy(),
-                positions=self.positions[sl].detach().cpu().numpy(),
-                cell=self.cell[i].detach().cpu().numpy(),
-                pbc=self.pbc[i].cpu().numpy(),
+                numbers=self.numbers[sl].cpu().numpy(),
+                positions=positions[sl],
+                cell=self.cell[i].detach().cpu().numpy() if d == 3 else None,
+                pbc=self.pbc[i].cpu().numpy() if d == 3 else False,
             )
             if self.energy is not None:
                 results = {"energy": float(self.energy[i])}
-                if self.forces is not None:
-                    results["forces"] = self.forces[sl].detach().cpu().numpy()
+                if forces is not None:
+                    results["forces"] = forces[sl]
                 atoms.calc = SinglePointCalculator(atoms, **results)
             out.append(atoms)
         return out
@@ -188,19 +202,20 @@ class Batch:
         return replace(self, energy=None, forces=None)
 
     def select(self, index) -> Batch:
-        """The structures at ``index`` (ints or bool mask over B), in that order."""
-        index = torch.as_tensor(index)
+        """The structures at ``index`` (ints or bool mask over B, any device), in that order."""
+        index = torch.as_tensor(index, device=self.device)
         if index.dtype == torch.bool:
             index = torch.nonzero(index).flatten()
         index = index.long().flatten()
         sizes = self.n_atoms[index]
         starts = self.offsets[index]
         first = torch.cumsum(sizes, 0) - sizes  # where each selected structure begins
-        atom_idx = torch.repeat_interleave(starts - first, sizes) + torch.arange(int(sizes.sum()))
+        atom_idx = (torch.repeat_interleave(starts - first, sizes)
+                    + torch.arange(int(sizes.sum()), device=self.device))
         return Batch(
             positions=self.positions[atom_idx],
             numbers=self.numbers[atom_idx],
-            structure=torch.repeat_interleave(torch.arange(len(index)), sizes),
+            structure=torch.repeat_interleave(torch.arange(len(index), device=self.device), sizes),
             cell=self.cell[index],
             pbc=self.pbc[index],
             energy=None if self.energy is None else self.energy[index],
@@ -210,7 +225,8 @@ class Batch:
 
     def repeat(self, times: int) -> Batch:
         """Each structure ``times`` times in a row (restarts of the same seed)."""
-        return self.select(torch.arange(self.n_structures).repeat_interleave(times))
+        return self.select(torch.arange(self.n_structures, device=self.device)
+                           .repeat_interleave(times))
 
     def to(self, dtype: torch.dtype | None = None, device=None) -> Batch:
         def conv(name, t):
@@ -235,7 +251,8 @@ def concatenate(batches: list[Batch]) -> Batch:
         if any(v is None for v in vals):
             if name == "fixed" and any(v is not None for v in vals):
                 vals = [
-                    torch.zeros(b.positions.shape[0], dtype=torch.bool) if v is None else v
+                    torch.zeros(b.positions.shape[0], dtype=torch.bool, device=b.device)
+                    if v is None else v
                     for b, v in zip(batches, vals)
                 ]
             else:
@@ -252,6 +269,26 @@ def concatenate(batches: list[Batch]) -> Batch:
         forces=cat("forces"),
         fixed=cat("fixed"),
     )
+
+
+def _pad3(x: np.ndarray) -> np.ndarray:
+    """[N, d] -> [N, 3], zeros in the missing columns."""
+    return np.pad(x, ((0, 0), (0, 3 - x.shape[1])))
+
+
+def _points_from_atoms(atoms_list, dim: int, dtype, labels: bool) -> Batch:
+    """Toy points written by :meth:`Batch.to_atoms`: one atom of number 0 each."""
+    if any(len(a) != 1 or a.numbers[0] != 0 for a in atoms_list):
+        raise StructureError(f"{dim}-dimensional toy structures must be one atom 'X' each")
+    points = np.concatenate([a.get_positions()[:, :dim] for a in atoms_list])
+    energy = forces = None
+    if labels:
+        pairs = [_read_labels(a) for a in atoms_list]
+        if all(e is not None for e, _ in pairs):
+            energy = [e for e, _ in pairs]
+        if all(f is not None for _, f in pairs):
+            forces = np.concatenate([np.asarray(f)[:, :dim] for _, f in pairs])
+    return Batch.from_points(points, energy, forces, dtype=dtype)
 
 
 def _check_finite(x: torch.Tensor, what: str) -> None:

@@ -1,26 +1,36 @@
 """Fit a committee on labelled structures: energy + force loss, validation, early stopping.
 
-All members train at once: their losses are summed into one backward pass (members share no
-parameters, so each still follows its own gradient), one Adam over all parameters, and each
-member keeps the weights of its own best validation epoch.
+Members differ by data as well as by initial weights: member m trains on its own bootstrap
+resample of the training split (:func:`member_training_indices`) in its own minibatch order,
+with its own Adam, learning-rate schedule, best-validation weights and patience. All members
+are validated on the same split; a member whose patience runs out stops training and keeps
+its best weights while the others go on. Member m's training depends on m only, so
+:func:`fit_members_separately` reproduces :func:`fit` member by member.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from torch import nn
 
 from advsample.committee import Committee
+from advsample.progress import progress_bar
 from advsample.structures import Batch
 
 
 @dataclass
 class TrainConfig:
-    """How to fit. Loss = w_E·mean((ΔE/n_atoms/s)²) + w_F·mean((ΔF/s)²), s = energy scale."""
+    """How to fit. Loss = w_E·mean((ΔE/n_atoms/s)²) + w_F·mean((ΔF/s)²), s = energy scale.
+
+    bootstrap: each member trains on its own resample, with replacement, of the training
+    split (as many structures as the split); False: every member sees the whole split once
+    per epoch. Either way an epoch is ceil(n_train / batch_size) steps for every member.
+    """
 
     epochs: int = 2000
     lr: float = 3e-3
@@ -29,23 +39,29 @@ class TrainConfig:
     energy_weight: float = 1.0
     forces_weight: float = 1.0
     val_fraction: float = 0.1
-    patience: int = 200  # epochs without validation improvement before stopping
-    lr_patience: int = 50  # epochs without improvement before halving the learning rate
+    patience: int = 200  # a member stops after this many epochs without validation improvement
+    lr_patience: int = 50  # epochs without improvement before halving a member's learning rate
     weight_decay: float = 0.0
-    seed: int = 0  # validation split, minibatch order
+    seed: int = 0  # validation split, bootstrap resamples, minibatch order
     shuffle_seed: int | None = None  # minibatch order only (default: seed)
+    bootstrap: bool = True
     progress: bool = False
 
 
 @dataclass
 class TrainResult:
-    """Errors of the committee mean (eV per atom, eV/Å) and the training history."""
+    """Errors of the committee mean (eV per atom, eV/Å) and the training history.
+
+    member_epochs: epochs each member trained before it stopped; epochs is their maximum.
+    history: per epoch, the mean over members of each one's latest validation loss.
+    """
 
     epochs: int
     train_energy_rmse: float
     train_forces_rmse: float
     val_energy_rmse: float
     val_forces_rmse: float
+    member_epochs: list[int] = field(default_factory=list)
     history: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -60,135 +76,191 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
     return perm[n_val:], perm[:n_val]
 
 
-def _member_losses(committee: Committee, batch: Batch, cfg: TrainConfig, scale: float,
-                   create_graph: bool = True) -> torch.Tensor:
-    """Loss of each member [M] on ``batch``; create_graph to back-propagate through forces."""
-    out = committee(batch, forces=cfg.forces_weight > 0, create_graph=create_graph)
-    n_atoms = batch.n_atoms.to(out.energy.dtype)
-    de = (out.energy - batch.energy.to(out.energy.dtype)) / n_atoms / scale  # [M, B]
-    loss = cfg.energy_weight * de.pow(2).mean(1)
-    if cfg.forces_weight > 0:
-        df = (out.forces - batch.forces.to(out.forces.dtype)) / scale  # [M, N, d]
-        loss = loss + cfg.forces_weight * df.pow(2).mean((1, 2))
-    return loss  # [M]
+def member_training_indices(n_train: int, cfg: TrainConfig, member: int) -> torch.Tensor:
+    """long [n_train]: the structures of the training split that member ``member`` trains on.
+
+    With ``cfg.bootstrap`` a resample with replacement drawn from (cfg.seed, member), else
+    arange(n_train). Indices are positions in the training split, not in the whole data.
+    """
+    if not cfg.bootstrap:
+        return torch.arange(n_train)
+    draw = np.random.default_rng([cfg.seed, member, 1]).integers(0, n_train, n_train)
+    return torch.as_tensor(draw)
+
+
+def member_order_rng(cfg: TrainConfig, member: int) -> np.random.Generator:
+    """Member ``member``'s minibatch-order stream, from (cfg.shuffle_seed or cfg.seed, member)."""
+    return np.random.default_rng([cfg.seed if cfg.shuffle_seed is None else cfg.shuffle_seed,
+                                  member])
+
+
+def _member_loss(member: nn.Module, batch: Batch, cfg: TrainConfig,
+                 create_graph: bool = True) -> torch.Tensor:
+    """Loss (scalar, dimensionless) of one member on ``batch``, s = the member's energy scale.
+
+    Forces are −∂E/∂positions [N, d]; create_graph to back-propagate through them.
+    """
+    scale = float(member.energy_scale)
+    with torch.enable_grad():
+        pos = batch.positions.detach().requires_grad_(cfg.forces_weight > 0)
+        energy = member(batch.with_positions(pos))  # [B] eV
+        de = (energy - batch.energy.to(energy.dtype)) / batch.n_atoms.to(energy.dtype) / scale
+        loss = cfg.energy_weight * de.pow(2).mean()
+        if cfg.forces_weight > 0:
+            (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=create_graph)
+            df = (-grad - batch.forces.to(grad.dtype)) / scale  # [N, d]
+            loss = loss + cfg.forces_weight * df.pow(2).mean()
+    return loss
+
+
+def _resolve_split(n: int, cfg: TrainConfig,
+                   split: tuple[torch.Tensor, torch.Tensor] | None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, validation) indices into n structures: ``split`` checked, else split_indices."""
+    if split is None:
+        return split_indices(n, cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = (torch.as_tensor(s, dtype=torch.long).flatten().cpu() for s in split)
+    both = torch.cat([train_idx, val_idx])
+    if not len(train_idx) or both.min() < 0 or both.max() >= n or len(both.unique()) < len(both):
+        raise ValueError(f"split must be non-empty training and disjoint validation indices "
+                         f"without repeats in [0, {n})")
+    return train_idx, val_idx
 
 
 def fit(committee: Committee, data: Batch, cfg: TrainConfig | None = None,
-        warm_start: bool = False) -> TrainResult:
-    """Train ``committee`` in place on labelled ``data`` (energy [B], forces [N, d]).
+        warm_start: bool = False,
+        split: tuple[torch.Tensor, torch.Tensor] | None = None) -> TrainResult:
+    """Train ``committee`` in place on labelled ``data`` (energy [B] eV, forces [N, d] eV/Å).
 
+    ``split``: (train, validation) indices into ``data`` (default: :func:`split_indices`).
     From scratch (default) the per-element reference energies and scales are refitted on the
-    training split; with ``warm_start`` the current weights and statistics are the start.
+    training split; with ``warm_start`` the current weights and statistics are the start and
+    compete for each member's best, so a warm start never ends worse on validation.
     """
-    cfg = cfg or TrainConfig()
+    return _fit(committee, data, cfg or TrainConfig(), warm_start, split, first_member=0)
+
+
+def _fit(committee: Committee, data: Batch, cfg: TrainConfig, warm_start: bool,
+         split: tuple[torch.Tensor, torch.Tensor] | None, first_member: int) -> TrainResult:
+    """:func:`fit` where committee member m draws its data and order as member first_member+m."""
     if data.n_structures == 0 or data.energy is None:
         raise ValueError("training needs a non-empty set of labelled structures")
     if cfg.forces_weight > 0 and data.forces is None:
         raise ValueError("training with forces_weight > 0 needs force labels")
-    train_idx, val_idx = split_indices(data.n_structures, cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = _resolve_split(data.n_structures, cfg, split)
     train, val = data.select(train_idx), data.select(val_idx)
+    members, size, n_train = list(committee.members), committee.size, train.n_structures
     if not warm_start:
-        for m in committee.members:
-            m.fit_statistics(train)
-    scale = float(committee.members[0].energy_scale)
+        for member in members:
+            member.fit_statistics(train)
     monitor = val if val.n_structures else train
+    device = data.positions.device
 
-    torch.manual_seed(cfg.seed)
-    opt = torch.optim.Adam(committee.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, factor=0.5, patience=cfg.lr_patience, min_lr=cfg.min_lr
-    )
-    best = torch.full((committee.size,), float("inf"))
-    if warm_start:  # the starting weights compete: a warm start never ends worse than it began
-        committee.eval()
-        best = _member_losses(committee, monitor, cfg, scale, create_graph=False).detach()
-    best_states = [copy.deepcopy(m.state_dict()) for m in committee.members]
-    since_best, history, epochs_run = 0, [], 0
-    rng = np.random.default_rng(cfg.seed if cfg.shuffle_seed is None else cfg.shuffle_seed)
-    bar = tqdm(range(cfg.epochs), desc="training", disable=not cfg.progress, leave=False)
-    for epoch in bar:
-        epochs_run = epoch + 1
-        committee.train()
-        for chunk in _minibatches(train.n_structures, cfg.batch_size, rng):
-            part = train if chunk is None else train.select(chunk)
-            opt.zero_grad(set_to_none=True)
-            _member_losses(committee, part, cfg, scale).sum().backward()
-            opt.step()
-        committee.eval()
-        val_loss = _member_losses(committee, monitor, cfg, scale, create_graph=False).detach()
-        history.append(float(val_loss.mean()))
-        improved = val_loss < best
-        for m in torch.nonzero(improved).flatten().tolist():
-            best[m] = val_loss[m]
-            best_states[m] = copy.deepcopy(committee.members[m].state_dict())
-        since_best = 0 if improved.any() else since_best + 1
-        sched.step(float(val_loss.sum()))
-        bar.set_postfix(val_loss=f"{history[-1]:.3g}")
-        if since_best >= cfg.patience:
+    own = [train.select(member_training_indices(n_train, cfg, first_member + m).to(device))
+           for m in range(size)]  # each member's training structures
+    orders = [member_order_rng(cfg, first_member + m) for m in range(size)]
+    opts = [torch.optim.Adam(member.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            for member in members]
+    scheds = [torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, factor=0.5, patience=cfg.lr_patience, min_lr=cfg.min_lr) for opt in opts]
+
+    def validation_loss(member: nn.Module) -> float:
+        member.eval()
+        return float(_member_loss(member, monitor, cfg, create_graph=False).detach())
+
+    best = [validation_loss(member) if warm_start else math.inf for member in members]
+    best_states = [copy.deepcopy(member.state_dict()) for member in members]
+    latest, since_best, member_epochs = list(best), [0] * size, [0] * size
+    active, history = list(range(size)), []
+    bar = progress_bar(range(cfg.epochs), desc="training", disable=not cfg.progress)
+    for _ in bar:
+        for m in active:
+            member, opt = members[m], opts[m]
+            member.train()
+            for chunk in _minibatches(n_train, cfg.batch_size, orders[m], device):
+                opt.zero_grad(set_to_none=True)
+                _member_loss(member, own[m] if chunk is None else own[m].select(chunk),
+                             cfg).backward()
+                opt.step()
+            latest[m] = validation_loss(member)
+            member_epochs[m] += 1
+            if latest[m] < best[m]:
+                best[m], since_best[m] = latest[m], 0
+                best_states[m] = copy.deepcopy(member.state_dict())
+            else:
+                since_best[m] += 1
+            scheds[m].step(latest[m])
+        history.append(float(np.mean(latest)))
+        bar.set_postfix(val_loss=f"{history[-1]:.3g}", training=len(active))
+        active = [m for m in active if since_best[m] < cfg.patience]
+        if not active:
             break
-    for m, state in zip(committee.members, best_states):
-        m.load_state_dict(state)
+    for member, state in zip(members, best_states):
+        member.load_state_dict(state)
     committee.eval()
+    return _result(committee, train, val, member_epochs, history)
+
+
+def _result(committee: Committee, train: Batch, val: Batch, member_epochs: list[int],
+            history: list[float]) -> TrainResult:
+    """Committee-mean errors on the training and validation structures."""
     tr, va = evaluate(committee, train), evaluate(committee, val) if val.n_structures else {}
     return TrainResult(
-        epochs=epochs_run,
+        epochs=max(member_epochs),
         train_energy_rmse=tr["energy_rmse"],
         train_forces_rmse=tr["forces_rmse"],
         val_energy_rmse=va.get("energy_rmse", float("nan")),
         val_forces_rmse=va.get("forces_rmse", float("nan")),
+        member_epochs=member_epochs,
         history=history,
     )
 
 
-def fit_members_separately(committee: Committee, data: Batch, cfg: TrainConfig,
-                           executor, warm_start: bool = False) -> TrainResult:
+def fit_members_separately(committee: Committee, data: Batch, cfg: TrainConfig, executor,
+                           warm_start: bool = False,
+                           split: tuple[torch.Tensor, torch.Tensor] | None = None
+                           ) -> TrainResult:
     """Train each member on its own through ``executor.map`` (e.g. one per Dask worker).
 
-    Every member sees the same training/validation split as in :func:`fit`; its minibatch
-    order follows ``cfg.seed + m``. The members come back as state dicts (tensors only) and
+    Member k gets the split, bootstrap resample and minibatch order it gets in :func:`fit`,
+    so both give the same weights. The members come back as state dicts (tensors only) and
     are loaded in place. The history holds the mean best validation loss.
     """
     from advsample.models import model_name
 
+    train_idx, val_idx = _resolve_split(data.n_structures, cfg, split)
     first = committee.members[0]
     jobs = [(model_name(first), dict(first.hyperparameters), m.state_dict(), data, cfg, k,
-             warm_start) for k, m in enumerate(committee.members)]
+             warm_start, (train_idx, val_idx)) for k, m in enumerate(committee.members)]
     results = executor.map(_fit_one_member, jobs)
     for member, (state, _) in zip(committee.members, results):
         member.load_state_dict(state)
     committee.eval()
-    train_idx, val_idx = split_indices(data.n_structures, cfg.val_fraction, cfg.seed)
-    tr = evaluate(committee, data.select(train_idx))
-    va = evaluate(committee, data.select(val_idx)) if len(val_idx) else {}
-    return TrainResult(
-        epochs=max(r.epochs for _, r in results),
-        train_energy_rmse=tr["energy_rmse"],
-        train_forces_rmse=tr["forces_rmse"],
-        val_energy_rmse=va.get("energy_rmse", float("nan")),
-        val_forces_rmse=va.get("forces_rmse", float("nan")),
-        history=[float(np.mean([min(r.history) for _, r in results]))],
-    )
+    return _result(committee, data.select(train_idx), data.select(val_idx),
+                   [r.member_epochs[0] for _, r in results],
+                   [float(np.mean([min(r.history) for _, r in results]))])
 
 
 def _fit_one_member(job) -> tuple[dict, TrainResult]:
-    """Worker side of :func:`fit_members_separately`: one member as a committee of one."""
+    """Worker side of :func:`fit_members_separately`: member k as a committee of one."""
     from advsample.models import build_model
 
-    name, hyperparameters, state, data, cfg, index, warm_start = job
+    name, hyperparameters, state, data, cfg, index, warm_start, split = job
     torch.set_num_threads(1)
     model = build_model(name, **hyperparameters)
     model.load_state_dict(state)
-    single = Committee([model])
-    result = fit(single, data, replace(cfg, shuffle_seed=cfg.seed + index, progress=False),
-                 warm_start=warm_start)
+    result = _fit(Committee([model]), data, replace(cfg, progress=False), warm_start, split,
+                  first_member=index)
     return model.state_dict(), result
 
 
-def _minibatches(n: int, batch_size: int | None, rng: np.random.Generator):
+def _minibatches(n: int, batch_size: int | None, rng: np.random.Generator,
+                 device: torch.device):
+    """Index chunks [<= batch_size] of a random order of n structures; None = all at once."""
     if batch_size is None or batch_size >= n:
         yield None
         return
-    perm = torch.as_tensor(rng.permutation(n))
+    perm = torch.as_tensor(rng.permutation(n), device=device)
     for start in range(0, n, batch_size):
         yield perm[start:start + batch_size]
 

@@ -62,18 +62,20 @@ def fit_element_energies(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
 
     Solves min_ε Σ_k (E_k − Σ_{i∈k} ε_{Z_i})² over the labelled structures; elements absent
     from ``batch`` get ε = 0. With one composition only this puts the mean energy on it.
+    The small least-squares problem is solved in float64 on the CPU (torch's rank-revealing
+    driver gelsd has no GPU version); both results are float64 on the batch's device.
     """
     if batch.energy is None:
         raise ValueError("fitting reference energies needs labelled energies")
-    counts = torch.zeros(batch.n_structures, N_ELEMENTS, dtype=torch.float64)
+    structure, numbers = batch.structure.cpu(), batch.numbers.cpu()
+    counts = torch.zeros(batch.n_structures, N_ELEMENTS, dtype=torch.float64, device="cpu")
     counts.index_put_(
-        (batch.structure, batch.numbers), torch.ones_like(batch.structure, dtype=torch.float64),
-        accumulate=True,
+        (structure, numbers), torch.ones_like(structure, dtype=torch.float64), accumulate=True
     )
     present = counts.sum(0) > 0
     a = counts[:, present]
-    e = batch.energy.detach().to(torch.float64)
+    e = batch.energy.detach().cpu().to(torch.float64)
     solution = torch.linalg.lstsq(a, e.unsqueeze(1), driver="gelsd").solution.squeeze(1)
-    eps = torch.zeros(N_ELEMENTS, dtype=torch.float64)
+    eps = torch.zeros(N_ELEMENTS, dtype=torch.float64, device="cpu")
     eps[present] = solution
-    return eps, e - a @ solution
+    return eps.to(batch.device), (e - a @ solution).to(batch.device)

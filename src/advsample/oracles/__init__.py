@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from advsample.oracles.analytic import AnalyticOracle
 from advsample.oracles.ase_calc import ASECalculatorOracle
 from advsample.oracles.base import LabelResult, Oracle
 from advsample.oracles.pyscf import PySCFOracle
@@ -20,6 +21,7 @@ def _emt(**kwargs: Any) -> ASECalculatorOracle:
 
 
 BUILDERS = {
+    "analytic": AnalyticOracle,
     "xtb": XTBOracle,
     "pyscf": PySCFOracle,
     "emt": _emt,
@@ -31,7 +33,7 @@ def make_oracle(spec: dict[str, Any]) -> Oracle:
     """An oracle from a config dict: its "type" picks the class, the other keys are arguments.
 
     {"type": "xtb", "method": "GFN2-xTB"}, {"type": "pyscf", "preset": "bp86-d3bj/def2-svp"},
-    {"type": "emt"}, {"type": "ase", "calculator": "ase.calculators.lj:LennardJones",
+    {"type": "emt"}, {"type": "analytic", "surface": "double_well_2d"}, {"type": "ase", "calculator": "ase.calculators.lj:LennardJones",
     "kwargs": {"sigma": 2.5}}. Raises ValueError for an unknown type or bad arguments.
     """
     args = dict(spec)
@@ -45,6 +47,7 @@ def make_oracle(spec: dict[str, Any]) -> Oracle:
 
 
 __all__ = [
+    "AnalyticOracle",
     "ASECalculatorOracle",
     "LabelResult",
     "Oracle",

@@ -2,13 +2,18 @@
 
 Each surface evaluates many points at once: ``evaluate(x [B, d]) -> (energy [B], forces [B, d])``
 and ``label(batch)`` returns the batch with these labels attached (one point per structure).
+:class:`AnalyticOracle` makes a surface an ordinary oracle of the active-learning loop: a toy
+point is stored as one atom "X" (number 0) whose first d coordinates are the variables
+(see ``Batch.to_atoms``), and the surface is its ASE calculator.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from ase.calculators.calculator import Calculator, all_changes
 
+from advsample.oracles.base import Oracle
 from advsample.structures import Batch
 
 
@@ -37,6 +42,14 @@ class AnalyticSurface:
         e, f = self.evaluate(batch.positions.detach().cpu().numpy())
         return batch.with_labels(torch.as_tensor(e, dtype=batch.dtype),
                                  torch.as_tensor(f, dtype=batch.dtype))
+
+    def uniform_points(self, n: int, energy_max: float | None = None, seed: int = 0) -> Batch:
+        """``n`` uniform points in the box, labelled, keeping those with energy below
+        ``energy_max`` (all when None)."""
+        x = np.random.default_rng(seed).uniform(*self.box, size=(n, self.dim))
+        if energy_max is not None:
+            x = x[self.energy(x) < energy_max]
+        return self.label(Batch.from_points(x))
 
     def grid(self, resolution: int) -> np.ndarray:
         """A regular grid over the box, [resolution**d, d]."""
@@ -79,3 +92,42 @@ class DoubleWell1D(AnalyticSurface):
 
 
 SURFACES = {s.name: s for s in (DoubleWell2D, DoubleWell1D)}
+
+
+class SurfaceCalculator(Calculator):
+    """An analytic surface as an ASE calculator on toy points (atoms "X", first d coordinates).
+
+    Energy in the surface's units; forces [n, 3] with zeros beyond the d-th coordinate.
+    """
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, surface: AnalyticSurface, **kwargs):
+        super().__init__(**kwargs)
+        self.surface = surface
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        x = self.atoms.positions[:, : self.surface.dim]
+        energy, forces = self.surface.evaluate(x)
+        self.results["energy"] = float(energy.sum())
+        self.results["forces"] = np.pad(forces, ((0, 0), (0, 3 - self.surface.dim)))
+
+
+class AnalyticOracle(Oracle):
+    """Ground truth from an analytic surface by name (``SURFACES``), e.g. "double_well_2d"."""
+
+    def __init__(self, surface: str = "double_well_2d", box: tuple[float, float] | None = None):
+        if surface not in SURFACES:
+            raise ValueError(f"unknown analytic surface {surface!r}; known: {sorted(SURFACES)}")
+        self.surface = SURFACES[surface]() if box is None else SURFACES[surface](box)
+        self.name = surface
+        self.settings = {"type": "analytic", "surface": surface, "box": list(self.surface.box)}
+
+    @property
+    def dim(self) -> int:
+        """Number of coordinates of a toy point."""
+        return self.surface.dim
+
+    def calculator(self) -> SurfaceCalculator:
+        return SurfaceCalculator(self.surface)

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from advsample.attack import (
     AttackConfig,
@@ -27,7 +26,8 @@ from advsample.attack import (
     score,
 )
 from advsample.committee import Committee
-from advsample.dynamics import committee_forces, init_state, langevin_step
+from advsample.dynamics import committee_forces, init_state, langevin_step, standard_normal
+from advsample.progress import progress_bar
 from advsample.structures import Batch
 
 
@@ -56,20 +56,21 @@ class MDSampler:
         ``parent`` the seed index and ``displacement`` the largest atom move from the seed (Å).
         """
         cfg = self.config
-        parent = torch.arange(seeds.n_structures).repeat_interleave(cfg.restarts)
+        device = seeds.device
+        parent = torch.arange(seeds.n_structures, device=device).repeat_interleave(cfg.restarts)
         runs = seeds.without_labels().repeat(cfg.restarts)
-        generator = torch.Generator().manual_seed(cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed)  # on the CPU: same runs everywhere
         forces_fn = committee_forces(committee)
         state = init_state(runs, forces_fn, self.temperature_K, generator)
-        alive = torch.ones(runs.n_structures, dtype=torch.bool)
+        alive = torch.ones(runs.n_structures, dtype=torch.bool, device=device)
 
         # recorded frames, concatenated at the end; the empty first entries fix dtypes
         empty = runs.positions.new_zeros(0)
         recorded = {"run": [parent[:0]], "positions": [runs.positions[:0]], "step": [parent[:0]],
                     "objective": [empty], "uncertainty": [empty], "energy": [empty]}
-        for t in tqdm(range(1, self.steps + 1), desc="md", disable=not cfg.progress, leave=False):
+        for t in progress_bar(range(1, self.steps + 1), desc="md", disable=not cfg.progress):
             # noise for every trajectory, so a trajectory does not depend on which others live
-            noise = torch.randn(runs.positions.shape, generator=generator, dtype=runs.dtype)
+            noise = standard_normal(generator, runs.positions)
             state = langevin_step(state, forces_fn, self.dt_fs, self.temperature_K,
                                   self.friction_per_fs, noise=noise[alive[runs.structure]])
             if t % self.interval:
@@ -82,7 +83,7 @@ class MDSampler:
                 ok &= variance <= self.max_uncertainty
             live = torch.nonzero(alive).flatten()
             frame = {"run": live[ok], "positions": state.batch.positions[ok[state.batch.structure]],
-                     "step": torch.full((int(ok.sum()),), t, dtype=torch.long),
+                     "step": torch.full((int(ok.sum()),), t, dtype=torch.long, device=device),
                      "objective": objective[ok], "uncertainty": variance[ok], "energy": energy[ok]}
             for key, value in frame.items():
                 recorded[key].append(value)
@@ -102,5 +103,5 @@ class MDSampler:
             parent=parent[frames["run"]],
             step=frames["step"],
             displacement=largest_atom_displacement(batch.positions - start.positions, start),
-            feasible=torch.ones(len(frames["run"]), dtype=torch.bool),
+            feasible=torch.ones(len(frames["run"]), dtype=torch.bool, device=device),
         )

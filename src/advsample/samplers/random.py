@@ -25,6 +25,7 @@ from advsample.structures import Batch
 
 def _scored(committee: Committee, seeds: Batch, delta: torch.Tensor, parent: torch.Tensor,
             prior: BoltzmannPrior, cfg: AttackConfig) -> Candidates:
+    """Candidates at ``seeds`` displaced by δ [N, d] (Å), scored like attack endpoints."""
     batch = seeds.with_positions(seeds.positions + delta)
     committee.eval()
     objective, var, mean_e = score(committee, batch, prior, cfg.reduce)
@@ -35,7 +36,7 @@ def _scored(committee: Committee, seeds: Batch, delta: torch.Tensor, parent: tor
         uncertainty=var.detach(),
         energy=mean_e.detach(),
         parent=parent,
-        step=torch.full((batch.n_structures,), -1, dtype=torch.long),
+        step=torch.full((batch.n_structures,), -1, dtype=torch.long, device=batch.device),
         displacement=largest_atom_displacement(delta, seeds),
         feasible=feasible,
     )
@@ -56,16 +57,18 @@ class GaussianDisplacementSampler:
 
     def propose(self, committee: Committee, seeds: Batch, prior: BoltzmannPrior) -> Candidates:
         cfg = self.config
-        parent = torch.arange(seeds.n_structures).repeat_interleave(cfg.restarts)
+        parent = torch.arange(seeds.n_structures, device=seeds.device)
+        parent = parent.repeat_interleave(cfg.restarts)
         seeds = seeds.without_labels().repeat(cfg.restarts)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        shape = seeds.positions.shape
+        gen = torch.Generator().manual_seed(cfg.seed)  # on the CPU: same δ on every device
+        draw = dict(size=seeds.positions.shape, generator=gen, dtype=seeds.dtype, device="cpu")
         if self.distribution == "gaussian":
-            delta = torch.randn(shape, generator=gen, dtype=seeds.dtype) * self.scale
+            delta = torch.randn(**draw) * self.scale
         elif self.distribution == "uniform":
-            delta = (torch.rand(shape, generator=gen, dtype=seeds.dtype) * 2 - 1) * self.scale
+            delta = (torch.rand(**draw) * 2 - 1) * self.scale
         else:
             raise ValueError("distribution must be 'gaussian' or 'uniform'")
+        delta = delta.to(seeds.device)
         return _scored(committee, seeds, project(delta, seeds, cfg), parent, prior, cfg)
 
 
@@ -81,9 +84,11 @@ class UniformBoxSampler:
         if cfg.box is None:
             raise ValueError("the uniform sampler needs a box")
         n = seeds.n_structures * cfg.restarts
-        gen = torch.Generator().manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)  # on the CPU: same points on every device
         lo, hi = cfg.box
-        points = lo + (hi - lo) * torch.rand(n, seeds.dim, generator=gen, dtype=seeds.dtype)
-        template = Batch.from_points(points, dtype=seeds.dtype)
-        parent = torch.full((n,), -1, dtype=torch.long)
-        return _scored(committee, template, torch.zeros_like(points), parent, prior, cfg)
+        points = torch.rand(n, seeds.dim, generator=gen, dtype=seeds.dtype, device="cpu")
+        points = lo + (hi - lo) * points
+        template = Batch.from_points(points, dtype=seeds.dtype).to(device=seeds.device)
+        parent = torch.full((n,), -1, dtype=torch.long, device=seeds.device)
+        delta = torch.zeros_like(template.positions)
+        return _scored(committee, template, delta, parent, prior, cfg)

@@ -1,0 +1,24 @@
+"""What a generation is judged by: evaluators declared under ``evaluate:`` in a run config.
+
+Each evaluator has a ``name`` (its key in the generation's metrics.json), a ``type`` and
+``evaluate(context) -> dict`` of JSON-ready numbers (``context``: ``loop.EvaluationContext``);
+every result carries its "type" so the report finds its plot in :data:`PLOTS` without the
+config. Nothing here is specific to a molecule: the NH3 inversion path is one path generator.
+"""
+
+from advsample.evaluators import coverage, grid, md_stability, path, test_set
+from advsample.evaluators.coverage import CoverageEvaluator
+from advsample.evaluators.grid import GridEvaluator
+from advsample.evaluators.md_stability import StabilityEvaluator
+from advsample.evaluators.path import PathEvaluator
+from advsample.evaluators.test_set import TestSetEvaluator
+
+PLOTS = {"test_set": test_set.plot, "stability": md_stability.plot, "path": path.plot,
+         "coverage": coverage.plot, "grid": grid.plot}
+"""Evaluator type -> plot(entries, *axes): entries are (generation, metrics) pairs."""
+
+PANELS = {"test_set": 2, "stability": 1, "path": 2, "coverage": 2, "grid": 1}
+"""Evaluator type -> how many axes its plot draws on."""
+
+__all__ = ["PANELS", "PLOTS", "CoverageEvaluator", "GridEvaluator", "PathEvaluator",
+           "StabilityEvaluator", "TestSetEvaluator"]

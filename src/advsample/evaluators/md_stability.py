@@ -1,0 +1,63 @@
+"""NN-MD stability of the committee: the fraction of runs that stay physical."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from advsample.stability import stability_test
+from advsample.structures import Batch
+
+
+@dataclass
+class StabilityEvaluator:
+    """Langevin NN-MD on the committee mean from ``starts`` (ase.Atoms; None: the first
+    structure of the initial data), ``runs`` runs per start of ``steps`` × ``timestep_fs`` fs
+    at ``temperature_K``; a run fails on a close contact (< ``floor`` Å), a starting bond
+    stretched past ``bond_ceiling`` × its length, or a non-finite value (see
+    ``advsample.stability``). Metrics: fraction stable, counts per failure reason, median
+    time to failure of the failed runs (fs)."""
+
+    starts: list | None = None
+    name: str = "stability"
+    temperature_K: float = 300.0
+    runs: int = 16
+    steps: int = 2000
+    timestep_fs: float = 0.5
+    floor: float = 0.5
+    bond_ceiling: float = 1.5
+    friction_per_fs: float = 0.01
+    seed: int = 0
+    progress: bool = False
+    type: str = "stability"
+
+    def evaluate(self, context) -> dict:
+        if self.starts is not None:
+            starts = Batch.from_atoms(self.starts, labels=False)
+        else:
+            first = int(np.flatnonzero(context.training_generation == 0)[0])
+            starts = context.training.select([first])
+        result = stability_test(context.committee, starts.to(device=context.device),
+                                self.temperature_K, self.steps, self.timestep_fs,
+                                floor=self.floor, bond_ceiling=self.bond_ceiling,
+                                runs_per_start=self.runs, seed=self.seed,
+                                friction_per_fs=self.friction_per_fs, progress=self.progress)
+        failed = result.time_to_failure_fs[~result.stable]
+        summary = result.as_dict()
+        return {"type": self.type, "fraction_stable": result.fraction_stable,
+                "runs": summary["runs"], "duration_fs": result.duration_fs,
+                "temperature_K": result.temperature_K, "counts": summary["counts"],
+                "median_time_to_failure_fs": float(np.median(failed)) if len(failed)
+                else None}
+
+
+def plot(entries: list[tuple[int, dict]], ax) -> None:
+    """Fraction of stable NN-MD runs per generation."""
+    ax.plot([g for g, _ in entries], [m["fraction_stable"] for _, m in entries], "o-")
+    last = entries[-1][1]
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("generation")
+    ax.set_ylabel("fraction of stable runs")
+    ax.set_title(f"NN-MD stability: {last['runs']} runs × {last['duration_fs']:.0f} fs at "
+                 f"{last['temperature_K']:.0f} K", fontsize=9)
