@@ -238,3 +238,27 @@ def test_validate_atoms_checks_periodic_images():
         validate_atoms([atoms], "cli input", require_labels=False)
     atoms.pbc = False
     validate_atoms([atoms], "cli input", require_labels=False)
+
+
+def test_memory_store_behaves_like_the_database(tmp_path):
+    from advsample.store import MemoryStore
+
+    stores = [Store(tmp_path / "x.db"), MemoryStore()]
+    for s in stores:
+        s.add_labelled([labelled_nh3(0), labelled_nh3(1)])
+        ids = s.add_pending([molecule("NH3")] * 3, [
+            {"generation": 1, "sampler": "attack", "parent": 1, "uncertainty": 0.5}] * 3)
+        s.record(ids[0], LabelResult(-1.5, np.ones((4, 3)), "ok", "", 0.1))
+        s.record(ids[1], LabelResult.failed("boom"))
+    db, mem = stores
+    for selection in ({}, {"generation": 0}, {"status": "ok"}, {"status": "pending"},
+                      {"generation": 1, "status": "failed"}, {"sampler": "attack"}):
+        assert db.count(**selection) == mem.count(**selection), selection
+    assert [i for i, _ in db.pending()] == [i for i, _ in mem.pending()]
+    for a, b in zip(db.training_atoms(), mem.training_atoms(), strict=True):
+        assert a.info == b.info
+        assert a.get_potential_energy() == b.get_potential_energy()
+        np.testing.assert_allclose(a.get_forces(), b.get_forces())
+    assert [r["status"] for r in db.rows()] == [r["status"] for r in mem.rows()]
+    assert [r["energy"] for r in db.rows()] == [r["energy"] for r in mem.rows()]
+    assert db.training_atoms(max_generation=0)[-1].info["store_id"] == 2

@@ -33,7 +33,8 @@ def make_oracle(spec: dict[str, Any]) -> Oracle:
     """An oracle from a config dict: its "type" picks the class, the other keys are arguments.
 
     {"type": "xtb", "method": "GFN2-xTB"}, {"type": "pyscf", "preset": "bp86-d3bj/def2-svp"},
-    {"type": "emt"}, {"type": "analytic", "surface": "double_well_2d"}, {"type": "ase", "calculator": "ase.calculators.lj:LennardJones",
+    {"type": "emt"}, {"type": "analytic", "surface": "double_well_2d"},
+    {"type": "ase", "calculator": "ase.calculators.lj:LennardJones",
     "kwargs": {"sigma": 2.5}}. Raises ValueError for an unknown type or bad arguments.
     """
     args = dict(spec)
