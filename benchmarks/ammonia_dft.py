@@ -1,47 +1,50 @@
 """NH3 on the paper's own DFT data: attack vs MD-based AL with BP86-D3(BJ)/def2-SVP (PySCF).
 
-    python benchmarks/ammonia_dft.py            # 2 repeats x 2 methods, ~1 h on 2 cores
+    python benchmarks/ammonia_dft.py                  # 2 repeats x 2 methods, hours on 2 cores
+    python benchmarks/ammonia_dft.py --aggregate-only # only rewrite the docs from the runs
 
 Data: ../shared/data/ammonia_paper.extxyz (138 frames, energies relative to the lowest frame,
-eV; forces eV/Å). The oracle is the data's own level, the PySCF preset
-"bp86-d3bj/def2-svp" (libxc GGA_X_B88,GGA_C_P86VWN + D3(BJ)). The set's energies are shifted
-to absolute values by one oracle call on its lowest frame. Initial data: the frames below
-5 kcal/mol; test set: every other frame plus the oracle's inversion path (21 geometries
-through the planar transition state, labelled with energies and forces). Output:
-docs/benchmarks/ammonia_dft.{md,json} and plots; run directories in runs/bench_ammonia_dft/.
+eV; forces eV/Å). The oracle is the data's own level, the PySCF preset "bp86-d3bj/def2-svp".
+Made once in runs/benchmarks/ammonia_dft/reference/: the set shifted to absolute energies by
+one oracle call on its lowest frame; initial.extxyz (the frames below 5 kcal/mol, the same
+for every loop), path.extxyz (the oracle's inversion path, 21 points), minimum.extxyz (its
+first point, where the NN-MD stability runs start) and test.extxyz (the other frames + the
+path). Loops: examples/ammonia_xtb.yaml + benchmarks/configs/ammonia.yaml +
+benchmarks/configs/ammonia_dft.yaml (seed = repeat, sampler.type = method; ``--set`` as in
+ammonia.py), judged by their path, test_set and stability evaluators, in
+runs/benchmarks/ammonia_dft/<method>/repeat_<r>/ (resumable). Writes
+docs/benchmarks/ammonia_dft.{md,json} and ammonia_dft_curves.png.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
-import numpy as np
+import common
+from ammonia import CONFIGS, EXAMPLE, benchmark, configure, parser, prepare
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ammonia import ROOT, parser, reference_file, run_benchmark  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data" / "ammonia_paper.extxyz"
-ORACLE = {"type": "pyscf", "preset": "bp86-d3bj/def2-svp"}
+DATA = common.REPO.parent / "shared" / "data" / "ammonia_paper.extxyz"
 KCAL = 0.0433641042  # eV per kcal/mol
+FILES = [EXAMPLE, f"{CONFIGS}/ammonia.yaml", f"{CONFIGS}/ammonia_dft.yaml"]
 
 
-def split_paper_data(data: Path, work: Path, below_kcal: float) -> tuple[Path, Path]:
-    """initial.extxyz (frames below the threshold) and test.extxyz (the rest + the path)."""
+def make_reference(ref: Path, config: dict, data: Path, below_kcal: float, points: int) -> None:
+    """initial, path, minimum and test extxyz files and split.json in ``ref`` (once)."""
+    if (ref / "split.json").exists():
+        return
     import ase.io
-    from ase import Atoms
+    import numpy as np
+    from ase.build import molecule
     from ase.calculators.singlepoint import SinglePointCalculator
 
+    from advsample.config import parse_config
+    from advsample.evaluators.path import generated_path
     from advsample.oracles import make_oracle
 
-    initial, test = work / "initial.extxyz", work / "test.extxyz"
-    if initial.exists() and test.exists():
-        return initial, test
+    oracle = make_oracle(parse_config(config).oracle.spec())
     frames = ase.io.read(data, ":")
     rel = np.array([a.get_potential_energy() for a in frames])
-    oracle = make_oracle(ORACLE)
     lowest = oracle.label(frames[int(np.argmin(rel))])
     if not lowest.ok:
         raise RuntimeError(f"oracle failed on the lowest frame: {lowest.message}")
@@ -52,42 +55,40 @@ def split_paper_data(data: Path, work: Path, below_kcal: float) -> tuple[Path, P
         b.calc = SinglePointCalculator(b, energy=e + offset, forces=a.get_forces())
         shifted.append(b)
     keep = rel - rel.min() < below_kcal * KCAL
-    ase.io.write(initial, [a for a, k in zip(shifted, keep) if k], format="extxyz")
-    ref = json.loads(reference_file(work, {"system": {"molecule": "NH3"},
-                                           "oracle": ORACLE,
-                                           "umbrella_report": True}).read_text())
-    path = []
-    for pos in ref["positions"]:
-        a = Atoms(ref["numbers"], positions=pos)
-        r = oracle.label(a)
-        if r.ok:
-            a.calc = SinglePointCalculator(a, energy=r.energy, forces=r.forces)
-            path.append(a)
-    ase.io.write(test, [a for a, k in zip(shifted, keep) if not k] + path, format="extxyz")
-    (work / "split.json").write_text(json.dumps({
-        "initial": int(keep.sum()), "held_out": int((~keep).sum()), "path": len(path),
-        "offset_eV": offset}))
-    return initial, test
+    path, _ = generated_path("umbrella_inversion", molecule("NH3"), oracle,
+                             ref / "path.extxyz", points)
+    ase.io.write(ref / "minimum.extxyz", path[:1], format="extxyz")
+    ase.io.write(ref / "test.extxyz", [a for a, k in zip(shifted, keep) if not k] + path,
+                 format="extxyz")
+    ase.io.write(ref / "initial.extxyz", [a for a, k in zip(shifted, keep) if k],
+                 format="extxyz")
+    (ref / "split.json").write_text(json.dumps({
+        "data": common.relative(data), "below_kcal": below_kcal, "initial": int(keep.sum()),
+        "held_out": int((~keep).sum()), "path": len(path), "offset_eV": float(offset),
+        "barrier_eV": float(max(a.get_potential_energy() for a in path)
+                            - path[0].get_potential_energy())}))
 
 
-def main(argv=None):
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_ammonia_dft")
-    p.add_argument("--data", type=Path, default=DATA)
-    p.add_argument("--below-kcal", type=float, default=5.0)
-    p.set_defaults(repeats=2, methods=["attack", "md"], test_frames=0)
-    argv = sys.argv[1:] if argv is None else argv
-    args = p.parse_args(argv)
-    args.argv = argv
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    args.work.mkdir(parents=True, exist_ok=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    initial, test = split_paper_data(args.data, args.work, args.below_kcal)
-
-    def configure(config: dict) -> None:
-        config["oracle"] = dict(ORACLE)
-
-    run_benchmark("ammonia_dft", args, [initial] * args.repeats, test, configure)
+def main():
+    p = parser(__doc__, "ammonia_dft", ["attack", "md"], repeats=2)
+    p.add_argument("--data", type=Path, default=DATA, help="the paper's NH3 extxyz")
+    p.add_argument("--below-kcal", type=float, default=5.0, help="initial data cut (kcal/mol)")
+    p.add_argument("--path-points", type=int, default=21, help="points on the oracle path")
+    args = prepare(p.parse_args())
+    ref = args.work_dir / "reference"
+    if not args.aggregate_only:
+        make_reference(ref, configure(FILES, ref, args.set), args.data.resolve(), args.below_kcal,
+                       args.path_points)
+    split = json.loads((ref / "split.json").read_text()) if (ref / "split.json").exists() else {}
+    intro = ["# NH3 inversion (PySCF BP86-D3(BJ)/def2-SVP, the paper's data): attack vs "
+             "MD-based AL", "",
+             "Initial data: the frames of `../shared/data/ammonia_paper.extxyz` below "
+             f"{args.below_kcal:g} kcal/mol ({split.get('initial', '?')} frames, shifted to "
+             f"absolute energies by {split.get('offset_eV', float('nan')):.3f} eV from one "
+             f"oracle call); test set: the {split.get('held_out', '?')} other frames + "
+             f"{split.get('path', '?')} oracle points along the inversion path (barrier "
+             f"{split.get('barrier_eV', float('nan')):.4f} eV)."]
+    benchmark("ammonia_dft", args, FILES, intro)
 
 
 if __name__ == "__main__":

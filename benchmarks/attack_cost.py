@@ -1,20 +1,23 @@
 """The cost of an attack: per step, batched vs one seed at a time, and scaling with atoms.
 
-    python benchmarks/attack_cost.py            # ~10 min on 2 cores
+    OMP_NUM_THREADS=1 python benchmarks/attack_cost.py              # ~10 min on 2 free cores
+    python benchmarks/attack_cost.py --seeds 20 --serial-seeds 2 --steps 4 --cells 1 2 \\
+        --work-dir /tmp/ac --out-dir /tmp/ac                          # quick check
 
-(a) time of one attack step / time of one committee energy + forces + backward pass on the
-    same batch (1,000 NH3 seeds; the floor is about 1.0);
-(b) attacking 1,000 NH3 seeds in one batched call vs one seed per call, as the original code
-    did (the serial time is measured on ``--serial-seeds`` seeds and scaled to 1,000);
-(c) seconds per attack step for periodic Si diamond cells from 216 to 8,000 atoms, before
-    and after ``advsample.runtime.tune_allocator`` (each size in a fresh process).
-Writes docs/benchmarks/attack_cost.{json,md}. Committee: 4 PaiNN members (features 32,
-2 interactions, cutoff 4 Å, float32), the default run's model.
+(a) time of one attack step / one committee energy + forces + backward pass on the same batch
+    (``--seeds`` NH3 seeds; the floor is about 1.0);
+(b) attacking ``--seeds`` NH3 seeds in one batched call vs one seed per call, as the original
+    code did (the serial time is measured on ``--serial-seeds`` seeds and scaled);
+(c) seconds per attack step for periodic Si diamond r x r x r cells (``--cells``), before and
+    after ``advsample.runtime.tune_allocator`` (each size in a fresh process, one at a time).
+Committee: 4 PaiNN members (features 32, 2 interactions, cutoff 4 Å, float32). Each of the
+measurements is cached in <work-dir>/*.json (re-runs skip it; --aggregate-only measures nothing
+and falls back to <out-dir>/attack_cost.json). Writes <out-dir>/attack_cost.{json,md} and
+attack_cost_scaling.png; --repeats is the number of timed committee passes in (a).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import sys
@@ -22,6 +25,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import common as c
 import numpy as np
 import torch
 from ase.build import bulk, molecule
@@ -32,80 +36,69 @@ from advsample.runtime import tune_allocator
 from advsample.structures import Batch
 from advsample.uncertainty import force_variance
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 MODEL = {"features": 32, "interactions": 2, "cutoff": 4.0, "n_rbf": 16}
+NOTES = "(written by hand"
 
 
 def nh3_batch(n: int, seed: int = 0) -> Batch:
     rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(n):
-        a = molecule("NH3")
+    frames = [molecule("NH3") for _ in range(n)]
+    for a in frames:
         a.positions += rng.normal(0, 0.05, a.positions.shape)
-        frames.append(a)
     batch = Batch.from_atoms(frames, labels=False)
     batch.energy = torch.as_tensor(rng.normal(-100, 0.05, n))
     return batch
 
 
-def committee_for(batch: Batch) -> Committee:
-    c = Committee.build("painn", 4, seed=0, **MODEL)
-    labelled = batch.with_labels(batch.energy if batch.energy is not None else torch.zeros(
-        batch.n_structures, dtype=batch.dtype), None)
-    for m in c.members:
-        m.fit_statistics(labelled)
-    return c.eval()
+def setup(batch: Batch) -> tuple[Committee, BoltzmannPrior, Batch]:
+    """A PaiNN committee with statistics fitted on ``batch``, the prior, the seeds."""
+    torch.manual_seed(0)
+    committee = Committee.build("painn", 4, seed=0, **MODEL)
+    for m in committee.members:
+        m.fit_statistics(batch.with_labels(batch.energy, None))
+    return committee.eval(), BoltzmannPrior.from_training(batch, 0.05), batch.without_labels()
 
 
-def committee_pass(committee: Committee, batch: Batch) -> None:
-    """Energies, forces (graph kept) and a backward pass of the force variance."""
-    pos = batch.positions.detach().requires_grad_(True)
-    b = batch.with_positions(pos)
-    out = committee(b, create_graph=True)
-    force_variance(out.forces, b.structure, b.n_structures).sum().backward()
+def clock(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def timed(fn, repeat: int) -> float:
     fn()  # warm-up (neighbour lists, allocator)
-    start = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    return (time.perf_counter() - start) / repeat
+    return clock(lambda: [fn() for _ in range(repeat)]) / repeat
 
 
-def step_ratio(n_seeds: int, steps: int) -> dict:
-    batch = nh3_batch(n_seeds)
-    committee = committee_for(batch)
-    prior = BoltzmannPrior.from_training(batch, 0.05)
-    seeds = batch.without_labels()
+def step_ratio(n_seeds: int, steps: int, passes: int) -> dict:
+    committee, prior, seeds = setup(nh3_batch(n_seeds))
     for p in committee.parameters():
         p.requires_grad_(False)
-    t_pass = timed(lambda: committee_pass(committee, seeds), 5)
+
+    def committee_pass():  # energies, forces (graph kept), backward of the force variance
+        b = seeds.with_positions(seeds.positions.detach().requires_grad_(True))
+        out = committee(b, create_graph=True)
+        force_variance(out.forces, b.structure, b.n_structures).sum().backward()
+
+    t_pass = timed(committee_pass, passes)
     cfg = AttackConfig(steps=steps, max_displacement=0.6, min_distance=0.7)
-    t_attack = timed(lambda: attack(committee, seeds, prior, cfg), 1) / (steps + 1)
-    return {"seeds": n_seeds, "committee_pass_s": t_pass, "attack_step_s": t_attack,
-            "ratio": t_attack / t_pass}
+    t_step = timed(lambda: attack(committee, seeds, prior, cfg), 1) / (steps + 1)
+    return {"seeds": n_seeds, "committee_pass_s": t_pass, "attack_step_s": t_step,
+            "ratio": t_step / t_pass}
 
 
 def batched_speedup(n_seeds: int, serial_seeds: int, steps: int) -> dict:
-    batch = nh3_batch(n_seeds, seed=1)
-    committee = committee_for(batch)
-    prior = BoltzmannPrior.from_training(batch, 0.05)
-    seeds = batch.without_labels()
+    committee, prior, seeds = setup(nh3_batch(n_seeds, seed=1))
     cfg = AttackConfig(steps=steps, max_displacement=0.6, min_distance=0.7)
-    start = time.perf_counter()
-    attack(committee, seeds, prior, cfg)
-    t_batched = time.perf_counter() - start
-    start = time.perf_counter()
-    for k in range(serial_seeds):
-        attack(committee, seeds.select([k]), prior, cfg)
-    t_serial = (time.perf_counter() - start) * n_seeds / serial_seeds
+    t_batched = clock(lambda: attack(committee, seeds, prior, cfg))
+    t_serial = clock(lambda: [attack(committee, seeds.select([k]), prior, cfg)
+                              for k in range(serial_seeds)]) * n_seeds / serial_seeds
     return {"seeds": n_seeds, "steps": steps, "batched_s": t_batched,
             "serial_s_estimated": t_serial, "serial_seeds_measured": serial_seeds,
             "speedup": t_serial / t_batched}
 
 
-def _scaling_point(r: int, steps: int, tuned: bool) -> dict:
+def scaling_point(r: int, steps: int, tuned: bool) -> dict:
     """Seconds per attack step on an r x r x r Si supercell (fresh process, 1 thread)."""
     torch.set_num_threads(1)
     if tuned:
@@ -114,104 +107,111 @@ def _scaling_point(r: int, steps: int, tuned: bool) -> dict:
     atoms.rattle(0.05, seed=r)
     batch = Batch.from_atoms([atoms], labels=False)
     batch.energy = torch.tensor([-5.0 * len(atoms)], dtype=torch.float64)
-    committee = committee_for(batch)
-    prior = BoltzmannPrior.from_training(batch, 0.05)
+    committee, prior, seeds = setup(batch)
     cfg = AttackConfig(steps=steps, max_displacement=0.3)
-    seeds = batch.without_labels()
-    start = time.perf_counter()
-    attack(committee, seeds, prior, cfg)
-    return {"atoms": len(atoms), "seconds_per_step": (time.perf_counter() - start) / (steps + 1)}
+    seconds = clock(lambda: attack(committee, seeds, prior, cfg)) / (steps + 1)
+    return {"atoms": len(atoms), "seconds_per_step": seconds}
 
 
-def scaling(repeats: list[int], steps: int) -> tuple[list[dict], list[dict]]:
-    """(default allocator, tuned allocator) rows; each size runs in a fresh spawned process
-    with the default allocator and then with the tuned one, so both see the same load."""
-    before, after = [], []
-    context = multiprocessing.get_context("spawn")
-    for r in repeats:
-        for tuned, rows in ((False, before), (True, after)):
-            with ProcessPoolExecutor(1, mp_context=context) as pool:
-                rows.append(pool.submit(_scaling_point, r, steps, tuned).result())
-            print({"allocator": "tuned" if tuned else "default", **rows[-1]}, flush=True)
-    return before, after
+def in_fresh_process(fn, *args):
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
-def write(result: dict, path: Path, command: str) -> None:
-    (path / "attack_cost.json").write_text(json.dumps(result, indent=1))
-    a, b = result["details"]["step"], result["details"]["batched"]
-    lines = ["# Cost of an attack", "", f"Command: `{command}`", "",
-             f"Torch threads: {result['settings']['threads']}; committee: 4 PaiNN members "
-             f"{json.dumps(MODEL)}, float32.", "",
-             "| quantity | value |", "|---|---|",
-             f"| attack step / committee E+F+backward pass ({a['seeds']} NH3) | "
-             f"{result['step_over_committee_pass']:.2f} ({a['attack_step_s'] * 1e3:.1f} ms vs "
-             f"{a['committee_pass_s'] * 1e3:.1f} ms) |",
-             f"| batched attack of {b['seeds']} NH3 seeds ({b['steps']} steps) | "
-             f"{b['batched_s']:.1f} s |",
-             f"| one seed per call, scaled from {b['serial_seeds_measured']} seeds | "
-             f"{b['serial_s_estimated']:.0f} s |",
-             f"| batched speed-up | {result['batched_speedup']:.0f}x |", "",
-             "## Attack step time vs cell size (Si diamond, periodic)", "",
-             "Each size in a fresh process. *before*: glibc's default malloc, which returns "
-             "every large freed tensor to the kernel so the next step page-faults it in "
-             "again; *after*: `advsample.runtime.tune_allocator()` (what the CLI does), "
-             "which keeps freed blocks in the heap.", "",
-             "| atoms | before: s per step | after: s per step | after: µs per atom | "
-             "speed-up |", "|---|---|---|---|---|"]
-    for old, row in zip(result["scaling_default_allocator"], result["scaling"], strict=True):
-        lines.append(f"| {row['atoms']} | {old['seconds_per_step']:.3f} | "
-                     f"{row['seconds_per_step']:.3f} | "
-                     f"{row['seconds_per_step'] / row['atoms'] * 1e6:.1f} | "
-                     f"{old['seconds_per_step'] / row['seconds_per_step']:.2f}x |")
-    lines += ["", "![scaling](attack_cost_scaling.png)", ""]
-    (path / "attack_cost.md").write_text("\n".join(lines))
+def markdown(r: dict, settings: dict, notes: str) -> str:
+    a, b = r["details"]["step"], r["details"]["batched"]
+    rows = "".join(
+        f"| {new['atoms']} | {old['seconds_per_step']:.3f} | {new['seconds_per_step']:.3f} | "
+        f"{new['seconds_per_step'] / new['atoms'] * 1e6:.1f} | "
+        f"{old['seconds_per_step'] / new['seconds_per_step']:.2f}x |\n"
+        for old, new in zip(r["scaling_default_allocator"], r["scaling"], strict=True))
+    return (
+        f"# Cost of an attack\n\nCommand: `{settings['command']}`\n\nTorch threads: "
+        f"{settings['threads']}; committee: 4 PaiNN members {json.dumps(MODEL)}, float32.\n\n"
+        "| quantity | value |\n|---|---|\n"
+        f"| attack step / committee E+F+backward pass ({a['seeds']} NH3) | {a['ratio']:.2f} "
+        f"({a['attack_step_s'] * 1e3:.1f} ms vs {a['committee_pass_s'] * 1e3:.1f} ms) |\n"
+        f"| batched attack of {b['seeds']} NH3 seeds ({b['steps']} steps) | "
+        f"{b['batched_s']:.1f} s |\n| one seed per call, scaled from "
+        f"{b['serial_seeds_measured']} seeds | {b['serial_s_estimated']:.0f} s |\n"
+        f"| batched speed-up | {b['speedup']:.0f}x |\n\n"
+        "## Attack step time vs cell size (Si diamond, periodic)\n\nEach size in a fresh "
+        "process. *before*: glibc's default malloc, which returns every large freed tensor to "
+        "the kernel so the next step page-faults it in again; *after*: "
+        "`advsample.runtime.tune_allocator()` (what the CLI does), which keeps freed blocks in "
+        "the heap.\n\n| atoms | before: s per step | after: s per step | after: µs per atom | "
+        "speed-up |\n|---|---|---|---|---|\n" + rows
+        + "\n![scaling](attack_cost_scaling.png)\n\n" + notes)
+
+
+def plot(r: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = np.array([r["atoms"] for r in result["scaling"]])
-    t = np.array([r["seconds_per_step"] for r in result["scaling"]])
-    t_old = np.array([r["seconds_per_step"] for r in result["scaling_default_allocator"]])
+    n, t, t_old = (np.array([row[k] for row in r[s]]) for s, k in (
+        ("scaling", "atoms"), ("scaling", "seconds_per_step"),
+        ("scaling_default_allocator", "seconds_per_step")))
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.loglog(n, t_old, "s:", color="0.5", label="before (default malloc)")
     ax.loglog(n, t, "o-", label="after (tuned allocator)")
     ax.loglog(n, t[0] * n / n[0], "k--", label="linear")
-    ax.set_xlabel("atoms in the cell")
-    ax.set_ylabel("seconds per attack step")
+    ax.set(xlabel="atoms in the cell", ylabel="seconds per attack step")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path / "attack_cost_scaling.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=1000)
-    p.add_argument("--serial-seeds", type=int, default=50)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--repeats", type=int, nargs="+", default=[3, 4, 6, 8, 10])
-    p.add_argument("--out", type=Path, default=DOCS)
-    argv = sys.argv[1:] if argv is None else argv
+def main(argv=None) -> None:
+    p = c.bench_args(__doc__.splitlines()[0], "attack_cost", repeats=5)
+    p.add_argument("--seeds", type=int, default=1000, help="NH3 seeds in (a) and (b)")
+    p.add_argument("--serial-seeds", type=int, default=50, help="seeds timed one by one (b)")
+    p.add_argument("--steps", type=int, default=20, help="attack steps in (a), (b); (c): /4")
+    p.add_argument("--cells", type=int, nargs="+", default=[3, 4, 6, 8, 10],
+                   help="Si supercells r x r x r in (c)")
     args = p.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    scaling_steps = max(3, args.steps // 4)
-    before, after = scaling(args.repeats, scaling_steps)
+    work, out, steps = Path(args.work_dir), Path(args.out_dir), max(3, args.steps // 4)
+    settings = {"seeds": args.seeds, "serial_seeds": args.serial_seeds, "steps": args.steps,
+                "cells": args.cells, "passes": args.repeats, "threads": torch.get_num_threads(),
+                "command": " ".join(["python benchmarks/attack_cost.py",
+                                     *(sys.argv[1:] if argv is None else argv)])}
+
+    def cached(name: str, fn, *fn_args) -> dict | None:
+        path = work / f"{name}.json"
+        if not path.exists() and not args.aggregate_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(fn(*fn_args)))
+            print(name, path.read_text(), flush=True)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    scaling = {(r, tuned): cached(f"scaling_{r}_{steps}_{'tuned' if tuned else 'default'}",
+                                  in_fresh_process, scaling_point, r, steps, tuned)
+               for r in args.cells for tuned in (False, True)}
     tune_allocator()
-    step = step_ratio(args.seeds, args.steps)
-    print(step, flush=True)
-    batched = batched_speedup(args.seeds, args.serial_seeds, args.steps)
-    print(batched, flush=True)
-    result = {
-        "step_over_committee_pass": step["ratio"],
-        "batched_speedup": batched["speedup"],
-        "scaling": after,
-        "scaling_default_allocator": before,
-        "settings": {**vars(args), "out": str(args.out), "threads": torch.get_num_threads()},
-        "details": {"step": step, "batched": batched},
-    }
-    write(result, args.out, "python benchmarks/attack_cost.py " + " ".join(argv or []))
+    step = cached(f"step_{args.seeds}_{args.steps}_{args.repeats}", step_ratio, args.seeds,
+                  args.steps, args.repeats)
+    batched = cached(f"batched_{args.seeds}_{args.serial_seeds}_{args.steps}",
+                     batched_speedup, args.seeds, args.serial_seeds, args.steps)
+    if None in (step, batched, *scaling.values()):  # --aggregate-only without measurements
+        old = json.loads((out / "attack_cost.json").read_text())
+        print(f"no measurements in {c.relative(work)}: rewriting {c.relative(out)} from its "
+              "attack_cost.json", flush=True)
+        settings, result = old["settings"], old["summary"]
+    else:
+        result = {"step_over_committee_pass": step["ratio"], "batched_speedup": batched["speedup"],
+                  "scaling": [scaling[r, True] for r in args.cells],
+                  "scaling_default_allocator": [scaling[r, False] for r in args.cells],
+                  "details": {"step": step, "batched": batched}}
+    md = out / "attack_cost.md"
+    text = md.read_text() if md.exists() else ""
+    notes = text[text.rfind("\n", 0, text.find(NOTES)) + 1:] if NOTES in text else ""
+    if notes and not args.aggregate_only:
+        print(f"kept the hand-written notes of {c.relative(md)}: check them against the numbers")
+    c.write_json("attack_cost", settings, {}, result, out)
+    plot(result, out / "attack_cost_scaling.png")
+    print(c.write_markdown("attack_cost", markdown(result, settings, notes), out).read_text())
 
 
 if __name__ == "__main__":

@@ -34,3 +34,14 @@ def test_bad_config_names_file_and_key(tmp_path, text, needle):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_model_hyperparameter_defaults_follow_the_model():
+    from advsample.config import parse_config
+
+    base = {"system": {"molecule": "NH3"}}
+    assert parse_config({**base, "committee": {"model": "mlp"}}).committee.hyperparameters == {}
+    painn = parse_config(base).committee.hyperparameters
+    assert painn == {"features": 32, "interactions": 2, "cutoff": 4.0}
+    given = {"model": "painn", "hyperparameters": {"features": 8}}
+    assert parse_config({**base, "committee": given}).committee.hyperparameters == {"features": 8}

@@ -122,6 +122,7 @@ class Candidates:
         return self.batch.n_structures
 
     def select(self, index) -> Candidates:
+        """The candidates at ``index`` (ints or bool mask over B), in that order."""
         index = torch.as_tensor(index, dtype=torch.long, device=self.objective.device)
         return Candidates(
             batch=self.batch.select(index),

@@ -19,6 +19,11 @@ from advsample.uncertainty import atom_force_variance, reduce_atoms
 
 
 class CommitteeCalculator(Calculator):
+    """ASE calculator of a committee (a Committee or a checkpoint path): mean energy (eV) and forces
+    [n, 3] (eV/Å), plus the committee's spread listed in the module docstring; ``reduce`` (mean,
+    max, sum) reduces σ²_i over atoms to σ²_F. Stress only for fully periodic cells.
+    """
+
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
     def __init__(self, committee: Committee | str, reduce: str = "mean", **kwargs):

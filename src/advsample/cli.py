@@ -146,6 +146,17 @@ def cmd_stability(args) -> None:
           f"{args.steps * args.dt:.0f} fs at {args.temperature:.0f} K")
 
 
+def cmd_config(args) -> None:
+    from advsample.config_docs import example_yaml, reference_markdown
+
+    if args.example:
+        print(example_yaml(), end="")
+    elif args.reference:
+        print(reference_markdown(), end="")
+    else:
+        raise ValueError("say what to print: advsample config --example or --reference")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="advsample", description="Uncertainty-based adversarial "
                                 "sampling for neural-network interatomic potentials.")
@@ -211,6 +222,14 @@ def parser() -> argparse.ArgumentParser:
     lb.add_argument("--workers", type=int, default=2)
     lb.add_argument("--address", help="Dask scheduler address")
     lb.set_defaults(func=cmd_label)
+
+    c = sub.add_parser("config", help="print a commented example config or the key reference")
+    what = c.add_mutually_exclusive_group()
+    what.add_argument("--example", action="store_true",
+                      help="a starting YAML config: every key, its default and meaning")
+    what.add_argument("--reference", action="store_true",
+                      help="the markdown reference of every key (docs/config.md)")
+    c.set_defaults(func=cmd_config)
     return p
 
 

@@ -26,10 +26,12 @@ class CommitteeOutput:
 
     @property
     def mean_energy(self) -> torch.Tensor:
+        """Committee-mean energy [B] (eV)."""
         return self.energy.mean(0)
 
     @property
     def mean_forces(self) -> torch.Tensor:
+        """Committee-mean forces [N, d] (eV/Å); only when forces were computed."""
         return self.forces.mean(0)
 
 
@@ -57,6 +59,7 @@ class Committee(nn.Module):
 
     @property
     def size(self) -> int:
+        """Number of members M."""
         return len(self.members)
 
     @property
@@ -99,6 +102,9 @@ class Committee(nn.Module):
         }
 
     def save(self, path: str | Path) -> None:
+        """Write :meth:`state` to ``path`` atomically (via a temporary file; parent folders are
+        created).
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
@@ -107,6 +113,9 @@ class Committee(nn.Module):
 
     @classmethod
     def from_state(cls, state: dict) -> Committee:
+        """The committee described by a :meth:`state` checkpoint, on the CPU in training mode;
+        ValueError for any other dict.
+        """
         if state.get("format") != "advsample.committee/1":
             raise ValueError("not an advsample committee checkpoint")
         members = []

@@ -38,7 +38,8 @@ class SystemConfig(Strict):
                               "reads; path relative to where advsample runs)")
     dim: Literal[1, 2, 3] = _field(3, "coordinates per atom: 3 for atoms, 1 or 2 for a toy "
                                    "point on an analytic surface")
-    box: tuple[float, float] | None = _field(None, "toys: bounds (lo, hi) of every coordinate")
+    box: tuple[float, float] | None = _field(None, "toys: bounds (lo, hi) of every coordinate "
+                                             "(toy length units)")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -73,7 +74,8 @@ class OracleConfig(Strict):
 
     type: Literal["xtb", "pyscf", "emt", "ase", "analytic"] = _field(
         "xtb", "which oracle labels structures")
-    method: str | None = _field(None, "xtb: GFN2-xTB (default) or GFN1-xTB")
+    method: Literal["GFN2-xTB", "GFN1-xTB"] | None = _field(
+        None, "xtb: the tight-binding method (null: GFN2-xTB)")
     preset: str | None = _field(None, "pyscf: a named level of theory, e.g. "
                                 "bp86-d3bj/def2-svp")
     xc: str | None = _field(None, "pyscf: exchange-correlation functional")
@@ -84,8 +86,8 @@ class OracleConfig(Strict):
                                     "calculator")
     kwargs: dict = Field(default_factory=dict, description="ase: keyword arguments of the "
                          "calculator")
-    surface: str = _field("double_well_2d", "analytic: surface name (double_well_2d, "
-                          "double_well_1d)")
+    surface: Literal["double_well_2d", "double_well_1d"] = _field(
+        "double_well_2d", "analytic: which surface (toy energy units)")
 
     def spec(self, box: tuple[float, float] | None = None) -> dict:
         """The dict ``advsample.oracles.make_oracle`` takes (``box``: a toy system's box)."""
@@ -105,16 +107,26 @@ class OracleConfig(Strict):
         return spec
 
 
+MODEL_DEFAULTS = {"painn": {"features": 32, "interactions": 2, "cutoff": 4.0}}
+"""Hyperparameters used when a config gives none (other models: their constructor's)."""
+
+
 class CommitteeConfig(Strict):
     """The committee of NN potentials."""
 
     model: Literal["painn", "mace", "mlp"] = _field("painn", "architecture of every member "
                                                     "(mlp for toys; mace needs the extra)")
     size: int = _field(4, "number of members M", ge=2)
-    hyperparameters: dict = Field(default_factory=lambda: {
-        "features": 32, "interactions": 2, "cutoff": 4.0},
-        description="keyword arguments of the model (PaiNN: features, interactions, cutoff Å, "
-        "n_rbf; MLP: dim, width, depth)")
+    hyperparameters: dict | None = _field(
+        None, "keyword arguments of the model (PaiNN: features, interactions, cutoff Å, n_rbf; "
+        "MLP: dim, width, depth; MACE: see models/mace.py); null: the model's defaults here, "
+        "PaiNN {features: 32, interactions: 2, cutoff: 4.0}")
+
+    @model_validator(mode="after")
+    def _model_defaults(self):
+        if self.hyperparameters is None:
+            self.hyperparameters = dict(MODEL_DEFAULTS.get(self.model, {}))
+        return self
 
 
 class TrainSettings(Strict):
@@ -155,7 +167,8 @@ class SamplerConfig(Strict):
                                                    "variance to σ²_F of a structure")
     max_displacement: float | None = _field(0.6, "largest displacement of any atom from its "
                                             "seed (Å; null: none)", gt=0)
-    min_distance: float | None = _field(0.7, "closest allowed interatomic distance (Å)", gt=0)
+    min_distance: float | None = _field(0.7, "closest allowed interatomic distance (Å; null: "
+                                        "no limit)", gt=0)
     energy_ceiling: float | None = _field(None, "largest allowed energy above the lowest "
                                           "training energy (eV/atom)", gt=0)
     random_scale: float = _field(0.1, "random: std of the Gaussian displacement (Å)", gt=0)
@@ -172,7 +185,8 @@ class SelectSettings(Strict):
 
     max_new: int = _field(20, "most labels per generation", ge=1)
     gate_percentile: float | None = _field(80.0, "uncertainty gate: a candidate's σ²_F must "
-                                           "exceed this percentile of the training set's",
+                                           "exceed this percentile of the training set's "
+                                           "(null, and no gate_absolute: no gate)",
                                            ge=0, le=100)
     gate_absolute: float | None = _field(None, "uncertainty gate as an absolute σ²_F "
                                          "((eV/Å)²; overrides the percentile)", ge=0)
@@ -271,8 +285,9 @@ class EvalCoverage(EvaluatorBase):
     cvs: list[list[int]] = _field(..., "each CV as atom indices: 2 = distance (Å), 3 = angle, "
                                   "4 = dihedral (degrees)", min_length=1, max_length=2)
     bins: int = _field(24, "grid cells per CV", ge=2)
-    ranges: list[tuple[float, float]] | None = _field(None, "(lo, hi) per CV; angles and "
-                                                      "dihedrals default to their full range")
+    ranges: list[tuple[float, float]] | None = _field(None, "(lo, hi) per CV in Å or degrees; "
+                                                      "angles and dihedrals default to their "
+                                                      "full range")
 
 
 class EvalGrid(EvaluatorBase):
@@ -280,7 +295,8 @@ class EvalGrid(EvaluatorBase):
 
     type: Literal["grid"] = _field("grid", "evaluator kind")
     resolution: int = _field(100, "grid points per coordinate", ge=2)
-    low_below: float = _field(0.0, "also report the RMSE where the true energy is below this")
+    low_below: float = _field(0.0, "also report the RMSE where the true energy is below this "
+                              "(the surface's energy units)")
 
 
 Evaluator = Annotated[EvalTestSet | EvalStability | EvalPath | EvalCoverage | EvalGrid,

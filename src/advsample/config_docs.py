@@ -1,9 +1,8 @@
 """docs/config.md and a commented example config, generated from the models in config.py.
 
 ``python -m advsample.config_docs [OUT]`` writes the reference (default: the repository's
-docs/config.md); ``advsample config --reference`` and ``advsample config --example`` print
-the reference and the example. Everything comes from the fields' annotations, defaults,
-constraints and descriptions, so the texts cannot drift from what the loader accepts.
+docs/config.md); ``advsample config --reference|--example`` prints it or the example. Both
+come from the fields' annotations, defaults, constraints and descriptions, so cannot drift.
 """
 
 from __future__ import annotations
@@ -50,17 +49,6 @@ def _doc(model: type[BaseModel]) -> str:
     return " ".join(inspect.cleandoc(model.__doc__ or "").split())
 
 
-def _default(f: FieldInfo):
-    """A field's default value (a default_factory called)."""
-    return f.get_default(call_default_factory=True)
-
-
-def _bounds(meta) -> str:
-    """A field's constraints as text, e.g. ``≥ 0, < 1``."""
-    return ", ".join(f"{sym} {getattr(m, attr)}" for m in meta for cls, attr, sym in _BOUNDS
-                     if isinstance(m, cls))
-
-
 def _kind(model: type[BaseModel]) -> str:
     """The ``type`` an evaluator model is chosen by."""
     return model.model_fields["type"].default
@@ -76,9 +64,11 @@ def _yaml(value) -> str:
 def _type(ann, meta=(), nested: bool = False) -> str:
     """A readable type: ``int ≥ 1``, ``null or float > 0``, ``one of: a, b``, ``list of [int]``.
 
-    ``meta`` holds the field's constraints: bounds of a number, or a list's length.
+    ``meta`` holds the field's constraints: bounds of a number, or of a list's length.
     """
     origin, args = get_origin(ann), get_args(ann)
+    bounds = ", ".join(f"{sym} {getattr(m, attr)}" for m in meta for cls, attr, sym in _BOUNDS
+                       if isinstance(m, cls))
     if origin in (Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
         text = " or ".join(_type(a, meta, nested) for a in rest)
@@ -93,12 +83,10 @@ def _type(ann, meta=(), nested: bool = False) -> str:
         item = _type(args[0], nested=True)
         if nested:
             return f"[{item}]"
-        return f"list of {item}" + (f" ({_bounds(meta)} items)" if _bounds(meta) else "")
+        return f"list of {item}" + (f" ({bounds} items)" if bounds else "")
     if _models(ann):
         return "section"
-    if ann is dict:
-        return "mapping"
-    return f"{ann.__name__} {_bounds(meta)}".rstrip()
+    return "mapping" if ann is dict else f"{ann.__name__} {bounds}".rstrip()
 
 
 def _table(model: type[BaseModel]) -> list[str]:
@@ -110,7 +98,7 @@ def _table(model: type[BaseModel]) -> list[str]:
         elif _models(f.annotation) and get_origin(f.annotation) is not list:
             default = "see below"
         else:
-            default = f"`{_yaml(_default(f))}`"
+            default = f"`{_yaml(f.get_default(call_default_factory=True))}`"
         cells = [f"`{name}`", f"`{_type(f.annotation, f.metadata)}`", default, f.description]
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return rows
@@ -154,10 +142,8 @@ def reference_markdown() -> str:
 
 
 def _keys(model: type[BaseModel], key: str, indent: int, only_needed: bool = False) -> list[str]:
-    """YAML lines ``key: value  # description`` of a model, sections and lists nested.
-
-    ``key`` is the dotted prefix looked up in EXAMPLES; ``only_needed`` keeps just ``type``,
-    required keys and those with an example (for the commented-out evaluators).
+    """YAML lines ``name: value  # description`` of a model (``key``: its dotted prefix);
+    ``only_needed`` (the commented-out evaluators) keeps ``type``, required and EXAMPLES keys.
     """
     pad, lines = " " * indent, []
     for name, f in _fields(model):
@@ -177,7 +163,7 @@ def _keys(model: type[BaseModel], key: str, indent: int, only_needed: bool = Fal
             lines.append(f"{pad}{name}:  # {f.description}")
             lines += _keys(subs[0], f"{key}{name}.", indent + 2)
         else:
-            value = EXAMPLES.get(key + name, _default(f))
+            value = EXAMPLES.get(key + name, f.get_default(call_default_factory=True))
             lines.append(f"{pad}{name}: {_yaml(value)}  # {f.description}")
     return lines
 

@@ -128,9 +128,13 @@ class ProcessExecutor(Executor):
         return self._pool
 
     def map(self, fn: Callable, jobs: list) -> list:
+        """[fn(job) for job in jobs] on the worker pool, results in order; ``fn`` and the jobs must
+        pickle, exceptions propagate.
+        """
         return list(self._start().map(fn, jobs))
 
     def close(self) -> None:
+        """Shut the pool down, cancelling pending tasks; the next use starts a new pool."""
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
@@ -168,6 +172,7 @@ class DaskExecutor(Executor):
         return self._client
 
     def map(self, fn: Callable, jobs: list) -> list:
+        """[fn(job) for job in jobs] as Dask tasks, results in order; exceptions propagate."""
         client = self._connect()
         return client.gather(client.map(fn, jobs, pure=False))
 
@@ -182,6 +187,7 @@ class DaskExecutor(Executor):
             yield futures[future], _result_of(future)
 
     def close(self) -> None:
+        """Disconnect the client, and close the LocalCluster if this executor started it."""
         if self._client is not None:
             self._client.close()
             self._client = None

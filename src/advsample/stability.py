@@ -62,6 +62,7 @@ class StabilityResult:
 
     @property
     def fraction_stable(self) -> float:
+        """Fraction of runs that survived (NaN without runs)."""
         return float(self.stable.mean()) if len(self.reason) else math.nan
 
     def as_dict(self) -> dict:

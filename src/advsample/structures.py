@@ -66,10 +66,12 @@ class Batch:
     # ----------------------------------------------------------------- sizes
     @property
     def n_structures(self) -> int:
+        """Number of structures B."""
         return self.cell.shape[0]
 
     @property
     def dim(self) -> int:
+        """Coordinate dimension d."""
         return self.positions.shape[1]
 
     @property
@@ -84,10 +86,12 @@ class Batch:
 
     @property
     def dtype(self) -> torch.dtype:
+        """Floating-point dtype of the positions."""
         return self.positions.dtype
 
     @property
     def device(self) -> torch.device:
+        """Device of the positions."""
         return self.positions.device
 
     # ---------------------------------------------------------- constructors
@@ -196,9 +200,11 @@ class Batch:
         return replace(self, positions=positions, energy=None, forces=None)
 
     def with_labels(self, energy: torch.Tensor, forces: torch.Tensor | None) -> Batch:
+        """The same structures with labels energy [B] (eV) and forces [N, d] (eV/Å, or None)."""
         return replace(self, energy=energy, forces=forces)
 
     def without_labels(self) -> Batch:
+        """The same structures without energy and force labels."""
         return replace(self, energy=None, forces=None)
 
     def select(self, index) -> Batch:
@@ -229,6 +235,9 @@ class Batch:
                            .repeat_interleave(times))
 
     def to(self, dtype: torch.dtype | None = None, device=None) -> Batch:
+        """A copy with floating-point fields cast to ``dtype`` (when given) and every field on
+        ``device``.
+        """
         def conv(name, t):
             if t is None:
                 return None

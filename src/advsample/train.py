@@ -65,6 +65,7 @@ class TrainResult:
     history: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict:
+        """The fields as a dict, without ``history``."""
         return {k: v for k, v in self.__dict__.items() if k != "history"}
 
 

@@ -62,6 +62,10 @@ class CoverageEvaluator:
         self.ranges = [tuple(map(float, r)) for r in ranges]
 
     def evaluate(self, context) -> dict:
+        """Coverage metrics of ``context`` (``loop.EvaluationContext``): occupied cells, total
+        cells, their fraction, cells first reached in this generation, and every training
+        structure's CV values [K, n_cv] (Å or degrees) and generation [K].
+        """
         values = np.stack([collective_variable(context.training, cv).detach().cpu().numpy()
                            for cv in self.cvs], axis=1)  # [K, n_cv]
         cells = self.cells(values)

@@ -25,6 +25,10 @@ class GridEvaluator:
     _truth: tuple | None = field(default=None, repr=False)
 
     def evaluate(self, context) -> dict:
+        """RMSE of the committee-mean energy against the surface on the grid (energy units of the
+        surface): everywhere ("rmse_grid") and where the true energy is below ``low_below``
+        ("rmse_low"). The true energies are computed once and cached.
+        """
         if self._truth is None:
             grid = self.surface.grid(self.resolution)
             self._truth = (grid, self.surface.energy(grid))

@@ -33,6 +33,10 @@ class StabilityEvaluator:
     type: str = "stability"
 
     def evaluate(self, context) -> dict:
+        """Run :func:`advsample.stability.stability_test` on ``context.committee``: fraction stable,
+        number of runs, duration (fs), temperature (K), counts per failure reason and the median
+        time to failure of the failed runs (fs; None when none failed).
+        """
         if self.starts is not None:
             starts = Batch.from_atoms(self.starts, labels=False)
         else:

@@ -42,6 +42,10 @@ class PathEvaluator:
     type: str = "path"
 
     def evaluate(self, context) -> dict:
+        """Committee-mean energies [P] (eV) relative to the path's first structure, σ²_F [P]
+        ((eV/Å)², mean over atoms), the oracle's relative energies, both barriers and the barrier
+        error (eV), and the RMSE of the relative energies (eV).
+        """
         data = Batch.from_atoms(self.structures).to(device=context.device)
         pred = predict(context.committee, data)
         e = pred.energy - pred.energy[0]

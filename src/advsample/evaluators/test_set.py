@@ -32,6 +32,10 @@ class TestSetEvaluator:
     type: str = "test_set"
 
     def evaluate(self, context) -> dict:
+        """Metrics of the class docstring for ``context.committee``: energy errors per atom
+        (eV/atom), force-component errors (eV/Å), also per element, mean σ_F (eV/Å), Spearman ρ(σ_F,
+        error) and the per-structure lists [B].
+        """
         data = Batch.from_atoms(self.structures, dim=self.dim).to(device=context.device)
         pred = predict(context.committee, data, self.reduce)
         n_atoms = data.n_atoms.cpu().numpy()

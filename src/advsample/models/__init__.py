@@ -24,6 +24,9 @@ def model_class(name: str):
 
 
 def model_name(model) -> str:
+    """The registry name of ``model``'s class (what a checkpoint stores); ValueError if the class is
+    not registered.
+    """
     for name, (module, attr) in _REGISTRY.items():
         if type(model).__module__ == module and type(model).__name__ == attr:
             return name
@@ -31,4 +34,5 @@ def model_name(model) -> str:
 
 
 def build_model(name: str, **hyperparameters):
+    """A new model of registry name ``name`` constructed with ``hyperparameters``."""
     return model_class(name)(**hyperparameters)

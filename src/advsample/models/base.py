@@ -43,6 +43,7 @@ class EnergyModel(nn.Module, abc.ABC):
         return out.index_add(0, batch.structure, ref)
 
     def forward(self, batch: Batch) -> torch.Tensor:
+        """Energies [B] (eV): Σ_i ε_{Z_i} + s · network(batch)."""
         scale = self.energy_scale.to(batch.dtype)
         return self.reference_energy(batch) + scale * self.network(batch)
 

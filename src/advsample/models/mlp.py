@@ -37,6 +37,7 @@ class MLPEnergy(EnergyModel):
         self.register_buffer("input_width", torch.ones(dim, dtype=torch.float64))
 
     def network(self, batch: Batch) -> torch.Tensor:
+        """Σ_i MLP((x_i − centre)/width) per structure [B] (dimensionless); x: positions [N, d]."""
         x = (batch.positions - self.input_centre.to(batch.dtype)) / self.input_width.to(batch.dtype)
         per_atom = self.mlp(x.to(self.mlp[0].weight.dtype)).squeeze(-1).to(batch.dtype)
         out = torch.zeros(batch.n_structures, dtype=batch.dtype, device=per_atom.device)
@@ -44,6 +45,9 @@ class MLPEnergy(EnergyModel):
 
     @torch.no_grad()
     def fit_statistics(self, batch: Batch) -> None:
+        """As :meth:`EnergyModel.fit_statistics`, and set the input centre and width [d] to the mean
+        and standard deviation of the positions (width at least 1e-3).
+        """
         super().fit_statistics(batch)
         self.input_centre.copy_(batch.positions.mean(0))
         self.input_width.copy_(batch.positions.std(0).clamp_min(1e-3))

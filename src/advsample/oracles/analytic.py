@@ -35,10 +35,14 @@ class AnalyticSurface:
         raise TypeError(f"{type(self).__name__} defines no forces")
 
     def evaluate(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """x [B, d] -> (E [B], F = −∇E [B, d]) as numpy arrays."""
         x = np.asarray(x, dtype=float)
         return self.energy(x), self.forces(x)
 
     def label(self, batch: Batch) -> Batch:
+        """``batch`` (one point per structure, positions [B, d]) with the surface's energies [B] and
+        forces [B, d] attached as labels.
+        """
         e, f = self.evaluate(batch.positions.detach().cpu().numpy())
         return batch.with_labels(torch.as_tensor(e, dtype=batch.dtype),
                                  torch.as_tensor(f, dtype=batch.dtype))
@@ -72,9 +76,11 @@ class DoubleWell2D(AnalyticSurface):
     dim = 2
 
     def energy(self, x):
+        """x [B, 2] -> E [B]."""
         return 10 * x[:, 0] ** 4 - 10 * x[:, 0] ** 2 + 2 * x[:, 0] + 4 * x[:, 1] ** 4
 
     def forces(self, x):
+        """x [B, 2] -> F = −∇E [B, 2]."""
         return -np.stack([40 * x[:, 0] ** 3 - 20 * x[:, 0] + 2, 16 * x[:, 1] ** 3], axis=1)
 
 
@@ -85,9 +91,11 @@ class DoubleWell1D(AnalyticSurface):
     dim = 1
 
     def energy(self, x):
+        """x [B, 1] -> E [B]."""
         return 10 * x[:, 0] ** 4 - 10 * x[:, 0] ** 2 + 2 * x[:, 0]
 
     def forces(self, x):
+        """x [B, 1] -> F = −∇E [B, 1]."""
         return -(40 * x[:, 0] ** 3 - 20 * x[:, 0] + 2)[:, None]
 
 
@@ -107,6 +115,7 @@ class SurfaceCalculator(Calculator):
         self.surface = surface
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        """Energy (sum over the atoms' points) and forces [n, 3] of ``atoms`` from the surface."""
         super().calculate(atoms, properties, system_changes)
         x = self.atoms.positions[:, : self.surface.dim]
         energy, forces = self.surface.evaluate(x)
@@ -130,4 +139,5 @@ class AnalyticOracle(Oracle):
         return self.surface.dim
 
     def calculator(self) -> SurfaceCalculator:
+        """A new :class:`SurfaceCalculator` on this oracle's surface."""
         return SurfaceCalculator(self.surface)

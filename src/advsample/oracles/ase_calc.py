@@ -52,4 +52,5 @@ class ASECalculatorOracle(Oracle):
         self.name = calculator
 
     def calculator(self) -> Calculator:
+        """A new instance of the configured ASE calculator class, built with ``kwargs``."""
         return resolve_calculator(self.settings["calculator"])(**self.settings["kwargs"])

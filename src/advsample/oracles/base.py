@@ -40,6 +40,7 @@ class LabelResult:
 
     @property
     def ok(self) -> bool:
+        """Whether the call succeeded (status "ok")."""
         return self.status == "ok"
 
     @classmethod

@@ -53,6 +53,7 @@ class PySCFCalculator(Calculator):
     }
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        """Run the SCF and its analytic gradient: energy (eV) and forces [n, 3] (eV/Å)."""
         from pyscf import dft, gto, scf
 
         super().calculate(atoms, properties, system_changes)
@@ -138,6 +139,7 @@ class PySCFOracle(Oracle):
         self.name = preset or f"{level['xc']}{suffix}/{level['basis']}"
 
     def calculator(self) -> Calculator:
+        """A new :class:`PySCFCalculator` with these settings."""
         kwargs = {k: v for k, v in self.settings.items() if k not in ("type", "preset")}
         return PySCFCalculator(**kwargs)
 

@@ -44,6 +44,7 @@ class XTBOracle(Oracle):
         self.name = method
 
     def calculator(self) -> Calculator:
+        """A new ``tblite.ase.TBLite`` calculator with these settings (multiplicity uhf + 1)."""
         from tblite.ase import TBLite
 
         s = self.settings

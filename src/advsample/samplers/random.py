@@ -56,6 +56,10 @@ class GaussianDisplacementSampler:
     name: str = "random"
 
     def propose(self, committee: Committee, seeds: Batch, prior: BoltzmannPrior) -> Candidates:
+        """Every seed (× ``config.restarts``) displaced at random, projected like an attack and
+        scored like attack endpoints; ``parent`` is the seed index, ``step`` −1. ValueError for an
+        unknown distribution.
+        """
         cfg = self.config
         parent = torch.arange(seeds.n_structures, device=seeds.device)
         parent = parent.repeat_interleave(cfg.restarts)
@@ -80,6 +84,10 @@ class UniformBoxSampler:
     name: str = "uniform"
 
     def propose(self, committee: Committee, seeds: Batch, prior: BoltzmannPrior) -> Candidates:
+        """seeds × ``config.restarts`` uniform points of dimension ``seeds.dim`` in ``config.box``,
+        scored like attack endpoints; the seeds' positions are not used, ``parent`` is −1.
+        ValueError without a box.
+        """
         cfg = self.config
         if cfg.box is None:
             raise ValueError("the uniform sampler needs a box")
