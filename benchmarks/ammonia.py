@@ -2,18 +2,16 @@
 
     python benchmarks/ammonia.py                      # 3 repeats x 3 methods, hours on 2 cores
     python benchmarks/ammonia.py --aggregate-only     # only rewrite the docs from the runs
-    python benchmarks/ammonia.py --repeats 1 --set loop.generations=1 --set train.epochs=5 ...
+    python benchmarks/ammonia.py --set loop.generations=2 --set evaluate.stability.runs=4 ...
 
-Every loop is examples/ammonia_xtb.yaml merged with benchmarks/configs/ammonia.yaml (seed =
-repeat, sampler.type = method; ``--set KEY=VALUE`` overrides a key, e.g.
-``evaluate.stability.steps=50``). Repeat r of every method starts from the same initial data
-(300 K GFN2-xTB MD with seed r) and adds at most 20 labels per generation. Each generation is
-judged by the configs' evaluators: barrier error along the GFN2-xTB inversion path (path),
-errors on a 1000 K GFN2-xTB MD test set (test_set, made once in <work dir>/reference/) and
-the fraction of stable 1000 K NN-MD runs (stability). Loops run in
-runs/benchmarks/ammonia/<method>/repeat_<r>/ (resumable; history.json when finished); writes
-docs/benchmarks/ammonia.{md,json} and ammonia_curves.png. The helpers here are shared with
-ammonia_dft.py and zeolites.py.
+Loop = examples/ammonia_xtb.yaml merged with benchmarks/configs/ammonia.yaml, seed = repeat,
+sampler.type = method (``--set KEY=VALUE`` overrides any key). Repeat r of every method starts
+from the same 300 K GFN2-xTB MD (seed r) and adds <= 20 labels per generation, judged by the
+config's evaluators: inversion-barrier error (path), errors on a 1000 K GFN2-xTB MD test set
+(test_set; made once in runs/benchmarks/ammonia/reference/), stable 1000 K NN-MD runs
+(stability). Loops: runs/benchmarks/ammonia/<method>/repeat_<r>/ (resumable; history.json
+once finished). Writes docs/benchmarks/ammonia.{md,json} and ammonia_curves.png. The
+helpers below serve ammonia_dft.py and zeolites.py too.
 """
 
 from __future__ import annotations
@@ -103,33 +101,35 @@ def run_loop(config: dict, seed: int, run_dir: Path) -> list[dict]:
     return history
 
 
-def unfinished(results: dict, methods: list[str], repeats: int, work_dir: Path):
-    """``results`` plus the evaluated generations of loops without a history.json yet, and
-    those loops' names."""
-    out, names = {m: list(results.get(m, [])) for m in methods}, []
+def collect(methods: list[str], repeats: int, work_dir: Path) -> tuple[dict, list[str]]:
+    """Per method the histories of its loops (history.json, else the generations evaluated so
+    far: an unfinished loop, named in the list returned too)."""
+    results, names = {}, []
     for m in methods:
         for k in range(repeats):
             run = work_dir / m / f"repeat_{k}"
-            rows = [json.loads(f.read_text()) for f in
-                    sorted(run.glob("generations/gen_*/metrics.json"))]
-            if rows and not (run / "history.json").exists():
-                out[m].append([{**r, "labels_added": r["labels"] - rows[0]["labels"]}
-                               for r in rows])
+            if (run / "history.json").exists():
+                results.setdefault(m, []).append(json.loads((run / "history.json").read_text()))
+            elif rows := [json.loads(f.read_text())
+                          for f in sorted(run.glob("generations/gen_*/metrics.json"))]:
+                results.setdefault(m, []).append(
+                    [{**r, "labels_added": r["labels"] - rows[0]["labels"]} for r in rows])
                 names.append(f"{m}/repeat_{k} ({len(rows)} generations)")
-    return {m: h for m, h in out.items() if h}, names
+    return results, names
 
 
-def benchmark(name: str, args, files: list[str], intro: list[str], keys: dict = KEYS,
+def benchmark(name: str, args, files: list[str], intro, keys: dict = KEYS,
               target: dict = TARGET, log: frozenset = frozenset(list(KEYS)[:3])) -> None:
     """Run (unless --aggregate-only) every method x repeat of the config ``files`` in
-    ``args.work_dir``, then write <out dir>/<name>.{md,json} and <name>_curves.png."""
+    ``args.work_dir``, then write <out dir>/<name>.{md,json} and <name>_curves.png; ``intro``:
+    config -> the document's first lines (config: the first loop's as stored, if any)."""
     config = configure(files, args.work_dir / "reference", args.set)
     fns = {m: partial(run_loop, merge(config, {"sampler": {"type": m}})) for m in args.methods}
-    if args.aggregate_only:
-        results = common.load_histories(args.methods, args.repeats, args.work_dir)
-    else:
-        results = common.run_repeats(fns, args.repeats, args.work_dir, args.workers)
-    results, partial_runs = unfinished(results, args.methods, args.repeats, args.work_dir)
+    if not args.aggregate_only:
+        common.run_repeats(fns, args.repeats, args.work_dir, args.workers)
+    results, partial_runs = collect(args.methods, args.repeats, args.work_dir)
+    stored = args.work_dir / args.methods[0] / "repeat_0" / "config.yaml"
+    config = yaml.safe_load(stored.read_text()) if stored.exists() else config
     command = " ".join(["python", f"benchmarks/{name}.py", *(
         os.path.relpath(a, common.REPO) if a.startswith("/") else a for a in sys.argv[1:])])
     settings = {"command": command, "config_files": files, "set": args.set,
@@ -142,12 +142,13 @@ def benchmark(name: str, args, files: list[str], intro: list[str], keys: dict = 
                               "labels_added", log=log, targets={k: t for k, (_, t) in
                                                                 target.items()},
                               xlabel="labels added")
-    lines = [*intro, "", f"Command: `{command}`", "",
+    lines = [*intro(config), "", f"Command: `{command}`", "",
              f"Config: {' + '.join(f'`{f}`' for f in files)}"
              + (f", with {', '.join(f'`{s}`' for s in args.set)}" if args.set else "")
              + f"; seed = repeat; loops in `{common.relative(args.work_dir)}/<method>/"
-             "repeat_<r>`. Medians over repeats with 90 % bootstrap intervals; generation 0 "
-             "is the committee trained on the initial data only."
+             "repeat_<r>` (the JSON holds the first one's config). Medians over repeats "
+             "with 90 % bootstrap intervals; generation 0 is the committee trained on the "
+             "initial data only."
              + (f" Unfinished loops: {', '.join(partial_runs)}." if partial_runs else ""), "",
              f"## Labels added to reach {common.criteria_text(target)}", "",
              common.table_labels_to_target(results, target, "labels_added")]
@@ -206,7 +207,7 @@ def main():
     intro = ["# NH3 inversion (GFN2-xTB): attack vs MD-based AL vs random displacements", "",
              "Initial data: 300 K GFN2-xTB MD in one pyramidal well (seed = repeat); test "
              "set: GFN2-xTB MD at 1000 K from the minimum (crosses the barrier)."]
-    benchmark("ammonia", args, files, intro)
+    benchmark("ammonia", args, files, lambda config: intro)
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def main():
              f"oracle call); test set: the {split.get('held_out', '?')} other frames + "
              f"{split.get('path', '?')} oracle points along the inversion path (barrier "
              f"{split.get('barrier_eV', float('nan')):.4f} eV)."]
-    benchmark("ammonia_dft", args, FILES, intro)
+    benchmark("ammonia_dft", args, FILES, lambda config: intro)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import common
@@ -84,9 +85,12 @@ def make_reference(ref: Path, args, config: dict) -> None:
                                           args.frameworks, args.per_framework)
     ase.io.write(ref / "train_starts.extxyz", [t[3] for t in training], format="extxyz")
     ase.io.write(ref / "held_out.extxyz", [t[3] for t in held_out], format="extxyz")
-    (ref / "subset.json").write_text(json.dumps({name: [
-        {"id": t[0], "host": t[1], "guest": t[2], "atoms": len(t[3])} for t in group]
-        for name, group in (("training", training), ("held_out", held_out))}, indent=1))
+    subset = {name: [{"id": t[0], "host": t[1], "guest": t[2], "atoms": len(t[3])}
+                     for t in group]
+              for name, group in (("training", training), ("held_out", held_out))}
+    subset["initial"] = {"frames": args.initial_frames,
+                         "temperature_K": args.initial_temperature}
+    (ref / "subset.json").write_text(json.dumps(subset, indent=1))
     spec = parse_config(config).oracle.spec()
     jobs = [(t[3], spec, args.initial_frames, args.initial_temperature, k)
             for k, t in enumerate(training)]
@@ -95,6 +99,20 @@ def make_reference(ref: Path, args, config: dict) -> None:
         frames = [f for chunk in pool.map(initial_frames, jobs) for f in chunk]
     ase.io.write(ref / "initial.tmp.extxyz", frames, format="extxyz")
     (ref / "initial.tmp.extxyz").replace(ref / "initial.extxyz")
+
+
+def intro(subset: dict, config: dict) -> list[str]:
+    """The document's first lines: complexes, initial data, NN-MD settings."""
+    lines = ["# Zeolite host-guest complexes: NN-MD success vs labels (GFN1-xTB oracle)", ""]
+    for group, title in (("training", "Training complexes"), ("held_out", "Held out")):
+        lines += [f"{title}: " + ", ".join(f"{c['host']}/{c['guest']} ({c['atoms']} at.)"
+                                           for c in subset[group]), ""]
+    init, md = subset.get("initial", {}), config["evaluate"][0]
+    return lines + [
+        f"Initial data: {init.get('frames', '?')} frames of {init.get('temperature_K', '?')} K "
+        f"GFN1-xTB MD per training complex. NN-MD: {md['runs']} runs per complex, "
+        f"{md['steps']} steps of {md['timestep_fs']:g} fs at {md['temperature_K']:g} K; success "
+        "= fraction of runs with no contact < 0.5 Å and no starting bond stretched past 1.5x."]
 
 
 def main():
@@ -107,18 +125,12 @@ def main():
     p.add_argument("--initial-temperature", type=float, default=300.0)
     args = prepare(p.parse_args())
     ref = args.work_dir / "reference"
+    config = configure(FILES, ref, args.set)
     if not args.aggregate_only:
-        make_reference(ref, args, configure(FILES, ref, args.set))
+        make_reference(ref, args, config)
     subset = json.loads((ref / "subset.json").read_text()) if (ref / "subset.json").exists() \
         else {"training": [], "held_out": []}
-    intro = ["# Zeolite host-guest complexes: NN-MD success vs labels (GFN1-xTB oracle)", ""]
-    for group, title in (("training", "Training complexes"), ("held_out", "Held out")):
-        intro += [f"{title}: " + ", ".join(f"{c['host']}/{c['guest']} ({c['atoms']} at.)"
-                                           for c in subset[group]), ""]
-    intro += [f"Initial data: {args.initial_frames} frames of {args.initial_temperature:g} K "
-              "GFN1-xTB MD per training complex. Success: fraction of NN-MD runs (see "
-              "`evaluate` in the config) that stay physical."]
-    benchmark("zeolites", args, FILES, intro, KEYS, TARGET, frozenset())
+    benchmark("zeolites", args, FILES, partial(intro, subset), KEYS, TARGET, frozenset())
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def test_checker_finds_a_missing_docstring():
         "def f():\n    '''Doc.'''\n"
         "def g():\n    pass\n"
         "def _h():\n    pass\n"
-        "class C:\n    '''Doc.'''\n    def m(self):\n        pass\n    def _p(self):\n        pass\n"
+        "class C:\n    '''Doc.'''\n    def m(self):\n        pass\n"
+        "    def _p(self):\n        pass\n"
     )
     found = _undocumented(ast.parse(source), Path("x.py"))
     assert found == ["x.py:3 g", "x.py:9 C.m"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 
 def cmd_run(args) -> None:
+    """Run or continue an active-learning loop, then write its report."""
     from advsample.report import write_report
     from advsample.run import CONFIG_NAME, resume, start
 
@@ -32,12 +33,14 @@ def cmd_run(args) -> None:
 
 
 def cmd_status(args) -> None:
+    """Print where a run stands."""
     from advsample.report import status
 
     print(status(args.run))
 
 
 def cmd_report(args) -> None:
+    """Write a run's report (markdown and PNG plots) and print its path."""
     from advsample.report import write_report
 
     print(write_report(Path(args.run)))
@@ -53,6 +56,7 @@ def _read_labelled(path: str, require_labels: bool):
 
 
 def cmd_train(args) -> None:
+    """Train a committee on a labelled extxyz file and save the checkpoint."""
     from advsample.committee import Committee
     from advsample.config import CommitteeConfig, TrainSettings, load_config
     from advsample.structures import Batch
@@ -74,6 +78,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_attack(args) -> None:
+    """Attack seed geometries with a committee; write the attacked structures."""
     import ase.io
 
     from advsample.attack import AttackConfig, BoltzmannPrior, attack
@@ -100,6 +105,7 @@ def cmd_attack(args) -> None:
 
 
 def cmd_label(args) -> None:
+    """Label the structures of an extxyz file with an oracle."""
     import json
 
     import ase.io
@@ -127,6 +133,7 @@ def cmd_label(args) -> None:
 
 
 def cmd_stability(args) -> None:
+    """Run NN-MD stability tests of a committee from start structures."""
     import json
 
     from advsample.committee import Committee
@@ -147,6 +154,7 @@ def cmd_stability(args) -> None:
 
 
 def cmd_config(args) -> None:
+    """Print a commented example configuration or the configuration reference."""
     from advsample.config_docs import example_yaml, reference_markdown
 
     if args.example:
@@ -158,6 +166,7 @@ def cmd_config(args) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(prog="advsample", description="Uncertainty-based adversarial "
                                 "sampling for neural-network interatomic potentials.")
     p.add_argument("-v", "--verbose", action="store_true", help="log every stage")
@@ -234,6 +243,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Entry point: parse ``argv``, run the command; 0 on success, 2 on bad input."""
     from advsample.runtime import tune_allocator
 
     args = parser().parse_args(argv)

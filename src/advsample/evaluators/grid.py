@@ -39,7 +39,7 @@ class GridEvaluator:
         err = pred - truth
         low = truth < self.low_below
         return {"type": self.type, "rmse_grid": float(np.sqrt(np.mean(err**2))),
-                "rmse_low": float(np.sqrt(np.mean(err[low] ** 2)))}
+                "rmse_low": float(np.sqrt(np.mean(err[low] ** 2))) if low.any() else None}
 
 
 def plot(entries: list[tuple[int, dict]], ax) -> None:

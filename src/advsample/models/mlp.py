@@ -50,4 +50,5 @@ class MLPEnergy(EnergyModel):
         """
         super().fit_statistics(batch)
         self.input_centre.copy_(batch.positions.mean(0))
-        self.input_width.copy_(batch.positions.std(0).clamp_min(1e-3))
+        if batch.positions.shape[0] > 1:  # the std of one point is undefined: keep width 1
+            self.input_width.copy_(batch.positions.std(0).clamp_min(1e-3))
