@@ -11,8 +11,8 @@ for every loop), path.extxyz (the oracle's inversion path, 21 points), minimum.e
 first point, where the NN-MD stability runs start) and test.extxyz (the other frames + the
 path). Loops: examples/ammonia_xtb.yaml + benchmarks/configs/ammonia.yaml +
 benchmarks/configs/ammonia_dft.yaml (seed = repeat, sampler.type = method; ``--set`` as in
-ammonia.py), judged by their path, test_set and stability evaluators, in
-runs/benchmarks/ammonia_dft/<method>/repeat_<r>/ (resumable). Writes
+loops.py), judged by their path, test_set and stability evaluators (ammonia.py's metrics and
+target), in runs/benchmarks/ammonia_dft/<method>/repeat_<r>/ (resumable). Writes
 docs/benchmarks/ammonia_dft.{md,json} and ammonia_dft_curves.png.
 """
 
@@ -22,7 +22,8 @@ import json
 from pathlib import Path
 
 import common
-from ammonia import CONFIGS, EXAMPLE, benchmark, configure, parser, prepare
+from ammonia import EXAMPLE, KEYS, LOG, TARGET
+from loops import CONFIGS, benchmark, configure, parser, prepare
 
 DATA = common.REPO.parent / "shared" / "data" / "ammonia_paper.extxyz"
 KCAL = 0.0433641042  # eV per kcal/mol
@@ -88,7 +89,7 @@ def main():
              f"oracle call); test set: the {split.get('held_out', '?')} other frames + "
              f"{split.get('path', '?')} oracle points along the inversion path (barrier "
              f"{split.get('barrier_eV', float('nan')):.4f} eV)."]
-    benchmark("ammonia_dft", args, FILES, lambda config: intro)
+    benchmark("ammonia_dft", args, FILES, lambda config: intro, KEYS, TARGET, LOG)
 
 
 if __name__ == "__main__":

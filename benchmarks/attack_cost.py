@@ -164,7 +164,8 @@ def main(argv=None) -> None:
     settings = {"seeds": a.seeds, "serial_seeds": a.serial_seeds, "steps": a.steps,
                 "cells": a.cells, "passes": a.repeats, "threads": torch.get_num_threads(),
                 "command": " ".join(["python benchmarks/attack_cost.py",
-                                     *(sys.argv[1:] if argv is None else argv)])}
+                                     *(f for f in (sys.argv[1:] if argv is None else argv)
+                                       if f != "--aggregate-only")])}
 
     def cached(name: str, fn, *fn_args) -> dict | None:
         path = work / f"{name}.json"

@@ -304,12 +304,14 @@ def plot_curves(results: Results, keys: list[str] | dict[str, str], path: Path,
     fig, axes = plt.subplots(1, len(titles), figsize=(4.5 * len(titles), 3.8), squeeze=False)
     for ax, key in zip(axes[0], titles):
         for i, (m, histories) in enumerate(results.items()):
-            color = f"C{i % 10}"
+            color, marker = f"C{i % 10}", "osD^v<>ph*"[i % 10]
             for h in histories:
                 ax.plot([metric(r, labels_key) for r in h], [metric(r, key) for r in h],
                         "-", color=color, lw=0.6, alpha=0.35)
             c = curves(histories, key, labels_key)
-            ax.plot(c["labels"], c["median"], "o-", color=color, label=m)
+            # hollow markers of growing size and dashes: coinciding medians stay visible
+            ax.plot(c["labels"], c["median"], marker=marker, ls=("-", "--", ":", "-.")[i % 4],
+                    color=color, mfc="none", ms=5 + 2 * i, label=m)
             ax.fill_between(c["labels"], c["lo"], c["hi"], color=color, alpha=0.2)
         if targets and key in targets:
             ax.axhline(targets[key], color="k", ls=":")

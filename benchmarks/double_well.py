@@ -1,21 +1,21 @@
 """The paper's Fig. 2 on the 2D double well: attacks vs random displacements vs uniform points.
 
-    python benchmarks/double_well.py --workers 2        # 3 methods x 5 loops, ~1 h on 2 cores
+    python benchmarks/double_well.py                # 3 methods x 5 loops, 2 workers, 1-2 h
     python benchmarks/double_well.py --repeats 1 --generations 2 --epochs 100 --out-dir /tmp/dw
 
-Every loop is examples/double_well.yaml (METHOD.md section 7: 800 uniform points kept below
-E = -2, 5 MLPs, kT = 5, <= 20 new points per generation, attack 300 Adam steps x 4 restarts)
-run by the package's loop in <work-dir>/<method>/repeat_<k> with seed k (resumable; a killed
-run continues). Generations count as in the paper: 1 = the committee on the initial data, so 7
-generations are 6 sampling rounds. random: Gaussian displacements of every training point with
-the old run's median attack displacement as scale; uniform: uniform points in the box. Writes
-<out-dir>/double_well.{md,json}, double_well_curves.png, double_well_labels.png and
-double_well_maps_<method>.png (committee mean energy and sigma^2_F of repeat 0).
+Each loop: examples/double_well.yaml (METHOD.md section 7) by the package's loop in
+<work-dir>/<method>/repeat_<k>, seed k, resumable (other settings need another --work-dir).
+Generation 1 = the committee on the initial data (paper counting: 7 generations = 6 sampling
+rounds). random: Gaussian displacements, scale = the old run's median attack displacement;
+uniform: uniform points in the box. Writes <out-dir>/double_well.{md,json},
+double_well_curves.png, double_well_labels.png, double_well_maps_<method>.png (repeat 0).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -27,6 +27,7 @@ import yaml
 EXAMPLE = c.REPO / "examples" / "double_well.yaml"
 METHODS = ("attack", "random", "uniform")
 MAP_GENERATIONS = (1, 3, 5, 7)
+NOTES = "(written by hand"  # a hand-written reading in the .md, kept by --aggregate-only
 KEYS = {"grid.rmse_grid": "grid RMSE (whole box)", "grid.rmse_low": "grid RMSE where E < 0",
         "labels": "training points", "sampled_energy": "median true E of the points added"}
 
@@ -49,10 +50,8 @@ def run_loop(method: str, s: dict, seed: int, run_dir: Path) -> list[dict]:
     from advsample.run import build
 
     torch.set_num_threads(1)
-    log = logging.getLogger("advsample")
-    log.handlers[:] = [logging.StreamHandler()]
-    log.handlers[0].setFormatter(logging.Formatter(f"%(asctime)s {method} {seed}: %(message)s"))
-    log.setLevel(logging.INFO)
+    logging.basicConfig(format=f"%(asctime)s {method} {seed}: %(message)s", force=True)
+    logging.getLogger("advsample").setLevel(logging.INFO)
     cfg, stored = loop_config(method, seed, s), Path(run_dir) / "config.yaml"
     if stored.exists() and yaml.safe_load(stored.read_text()) != cfg:
         raise ValueError(f"{c.relative(stored)} holds other settings; use another --work-dir")
@@ -133,17 +132,14 @@ def plot_maps(run_dir: Path, method: str, path: Path, gens: list[int]) -> None:
 def summary(results: c.Results, criteria: dict) -> dict:
     out = c.target_summary(results, criteria)
     for m, runs in results.items():
-        rows = [r for h in runs for r in h]
-        last = [h[-1] for h in runs]
-        out[m].update(
-            final_rmse_grid=c.median_ci([c.metric(r, "grid.rmse_grid") for r in last]),
-            final_rmse_low=c.median_ci([c.metric(r, "grid.rmse_low") for r in last]),
-            final_labels=c.median_ci([r["labels"] for r in last]),
-            max_abs_coordinate=float(np.nanmax([c.metric(r, "sampled_abs_max") for r in rows])),
-            max_sampled_energy=float(np.nanmax([c.metric(r, "sampled_energy_max") for r in rows])),
-            median_displacement=float(np.nanmedian([c.metric(r, "sampled_displacement")
-                                                    for r in rows])),
-            seconds_per_loop=float(np.nanmean([c.metric(r, "seconds") for r in last])))
+        rows, last = [r for h in runs for r in h], [h[-1] for h in runs]
+        col = lambda rs, k: [c.metric(r, k) for r in rs]  # noqa: E731
+        out[m].update({f"final_{k.split('.')[-1]}": c.median_ci(col(last, k))
+                       for k in ("grid.rmse_grid", "grid.rmse_low", "labels")})
+        out[m].update(max_abs_coordinate=np.nanmax(col(rows, "sampled_abs_max")),
+                      max_sampled_energy=np.nanmax(col(rows, "sampled_energy_max")),
+                      median_displacement=c.median_ci(col(rows, "sampled_displacement"))[0],
+                      seconds_per_loop=np.nanmean(col(last, "seconds")))
     return out
 
 
@@ -168,13 +164,13 @@ def markdown(results: c.Results, settings: dict, summ: dict, criteria: dict, not
         f"Gaussian displacement, σ = {settings['random_scale']:g} per coordinate (the median "
         "attack displacement of the earlier run); *uniform*: uniform points in the box; both "
         "go through the same gate and cap. Grid RMSE: committee mean vs truth on 100 × 100 "
-        "points.\n\nSettings: `" + str(settings) + "`\n" + tables
+        "points.\n\nSettings: `" + json.dumps(settings) + "`\n" + tables
         + f"\n## Labels to reach {c.criteria_text(criteria)}\n\n"
         "Training points (initial ones included) at the first generation meeting the target."
         "\n\n" + c.table_labels_to_target(results, criteria)
         + "\n## Last generation, and where the points went\n\n"
         "| method | grid RMSE | RMSE where E < 0 | points | max abs coordinate of any added "
-        "point | highest true E of any added point | median distance to seed | min per loop |"
+        "point | highest true E of any added point | median distance to seed | minutes per loop |"
         "\n|---|---|---|---|---|---|---|---|\n" + heads
         + "\n![curves](double_well_curves.png)\n\n![per label](double_well_labels.png)\n\n"
         + "".join(f"![{m} maps](double_well_maps_{m}.png)\n\n" for m in results) + notes)
@@ -191,37 +187,31 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     s = {k: getattr(args, k) for k in ("generations", "epochs", "steps", "restarts",
                                        "random_scale")}
-    flags = " ".join(a for a in (argv if argv is not None else __import__("sys").argv[1:]))
+    flags = [f for f in (sys.argv[1:] if argv is None else argv) if f != "--aggregate-only"]
     settings = {**s, "repeats": args.repeats, "target": args.target, "example":
-                c.relative(EXAMPLE), "command": f"python benchmarks/double_well.py {flags}".strip()}
-    methods = {m: partial(run_loop, m, s) for m in METHODS}
-    t0 = time.time()
+                c.relative(EXAMPLE), "command": " ".join(["python benchmarks/double_well.py",
+                                                          *flags])}
     if args.aggregate_only:
         results = c.load_histories(METHODS, args.repeats, args.work_dir)
     else:
-        results = c.run_repeats(methods, args.repeats, args.work_dir, args.workers)
-    print(f"loops done in {time.time() - t0:.0f} s", flush=True)
-    criteria = {"grid.rmse_grid": ("<=", args.target)}
-    summ = summary(results, criteria)
-    out = Path(args.out_dir)
-    c.plot_curves(results, KEYS, out / "double_well_curves.png", labels_key="generation",
-                  log={"grid.rmse_grid", "grid.rmse_low"}, xlabel="generation",
-                  targets={"grid.rmse_grid": args.target})
-    c.plot_curves(results, dict(list(KEYS.items())[:2]), out / "double_well_labels.png",
-                  log={"grid.rmse_grid", "grid.rmse_low"}, xlabel="training points",
-                  targets={"grid.rmse_grid": args.target})
-    gens = [g for g in MAP_GENERATIONS if g <= args.generations]
+        results = c.run_repeats({m: partial(run_loop, m, s) for m in METHODS}, args.repeats,
+                                args.work_dir, args.workers)
+    criteria, out = {"grid.rmse_grid": ("<=", args.target)}, Path(args.out_dir)
+    plot = partial(c.plot_curves, results, log={"grid.rmse_grid", "grid.rmse_low"},
+                   targets={"grid.rmse_grid": args.target})
+    plot(KEYS, out / "double_well_curves.png", labels_key="generation", xlabel="generation")
+    plot(dict(list(KEYS.items())[:2]), out / "double_well_labels.png", xlabel="labels")
     for m in results:
-        plot_maps(Path(args.work_dir) / m / "repeat_0", m, out / f"double_well_maps_{m}.png", gens)
-    old = out / "double_well.md"
-    notes = old.read_text().partition(NOTES)[1:] if old.exists() else ("", "")
+        plot_maps(Path(args.work_dir) / m / "repeat_0", m, out / f"double_well_maps_{m}.png",
+                  [g for g in MAP_GENERATIONS if g <= args.generations])
+    md = out / "double_well.md"
+    text = md.read_text() if md.exists() and args.aggregate_only else ""
+    notes = text[text.rfind("\n", 0, text.find(NOTES)) + 1:] if NOTES in text else ""
+    summ = summary(results, criteria)
     c.write_json("double_well", settings, results, summ, out)
-    path = c.write_markdown("double_well", markdown(results, settings, summ, criteria,
-                                                    "".join(notes)), out)
-    print(path.read_text())
+    print(c.write_markdown("double_well", markdown(results, settings, summ, criteria, notes),
+                           out).read_text())
 
-
-NOTES = "## Reading (written by hand"
 
 if __name__ == "__main__":
     main()

@@ -58,11 +58,12 @@ def train_and_test(model: str, s: dict, seed: int, work: Path) -> list[dict]:
 
     torch.set_num_threads(1)
     tune_allocator()
-    store, test, rows = Store(Path(s["run"]) / "labels.db"), None, []
+    store, test, rows = Store(Path(s["run"]) / "labels.db"), None, []  # test read when needed
     for g in s["generations"]:
         cache = Path(work) / f"generation_{g}.json"
         if not cache.exists():
-            test = test or Batch.from_atoms(ase.io.read(s["test"], ":"))
+            if test is None:
+                test = Batch.from_atoms(ase.io.read(s["test"], ":"))
             data = Batch.from_atoms(store.training_atoms(max_generation=g))
             committee = Committee.build(model, 4, seed=seed, **MODELS[model])
             start = time.time()
@@ -99,31 +100,29 @@ def main(argv=None) -> None:
     p.add_argument("--generations", type=int, nargs="+", default=[0, 2, 4, 6])
     p.add_argument("--epochs", type=int, default=300)
     args = p.parse_args(argv)
-    out, work = Path(args.out_dir), Path(args.work_dir)
-    results = c.load_histories(MODELS, args.repeats, work)
-    if args.aggregate_only and not results:
+    out, work, run = Path(args.out_dir), Path(args.work_dir), args.run.resolve()
+    test = args.test or run_test_set(run)
+    if not args.aggregate_only:
+        if not (run / "labels.db").exists() or test is None or not Path(test).exists():
+            sys.exit(f"need {c.relative(run)}/labels.db and a test set (--test): run "
+                     "benchmarks/ammonia.py first, or pass --run and --test")
+        from advsample.store import Store
+
+        last = max(r["generation"] for r in Store(run / "labels.db").rows(status="ok"))
+        args.generations = [g for g in args.generations if g <= last]
+    flags = [f for f in (sys.argv[1:] if argv is None else argv) if f != "--aggregate-only"]
+    settings = {"models": MODELS, "run": c.relative(run), "test": test and c.relative(test),
+                "generations": args.generations, "epochs": args.epochs, "repeats": args.repeats,
+                "bootstrap": False, "command": " ".join(["python benchmarks/painn_vs_mace.py",
+                                                         *flags])}
+    if not args.aggregate_only:
+        s = {**settings, "run": str(run), "test": str(Path(test).resolve())}
+        results = c.run_repeats({m: partial(train_and_test, m, s) for m in MODELS},
+                                args.repeats, work, args.workers)
+    elif not (results := c.load_histories(MODELS, args.repeats, work)):
         print(f"nothing cached in {c.relative(work)}: using {c.relative(out)}/painn_vs_mace.json")
         old = json.loads((out / "painn_vs_mace.json").read_text())
         settings, results = old["settings"], old["runs"]
-    else:
-        test = args.test or run_test_set(args.run)
-        if not args.aggregate_only:
-            if not (args.run / "labels.db").exists() or test is None or not test.exists():
-                sys.exit(f"need {c.relative(args.run)}/labels.db and a test set (--test): run "
-                         "benchmarks/ammonia.py first, or pass --run and --test")
-            from advsample.store import Store
-
-            last = max(r["generation"] for r in Store(args.run / "labels.db").rows(status="ok"))
-            args.generations = [g for g in args.generations if g <= last]
-        settings = {"models": MODELS, "run": c.relative(args.run), "test": c.relative(test or ""),
-                    "generations": args.generations, "epochs": args.epochs,
-                    "repeats": args.repeats, "bootstrap": False, "command": " ".join(
-                        ["python benchmarks/painn_vs_mace.py",
-                         *(sys.argv[1:] if argv is None else argv)])}
-        if not args.aggregate_only:
-            s = {**settings, "run": str(args.run.resolve()), "test": str(test.resolve())}
-            results = c.run_repeats({m: partial(train_and_test, m, s) for m in MODELS},
-                                    args.repeats, work, args.workers)
     summary = {m: {k: c.median_ci([h[-1][k] for h in runs]) for k in KEYS}
                for m, runs in results.items()}
     md = out / "painn_vs_mace.md"

@@ -11,7 +11,7 @@ framework held out (never labelled or used as a seed). Made once in
 runs/benchmarks/zeolites/reference/: train_starts.extxyz, held_out.extxyz, subset.json and
 initial.extxyz (short GFN1-xTB Langevin MD of each training complex). Loops:
 benchmarks/configs/zeolites.yaml (seed = repeat, sampler.type = method; ``--set`` as in
-ammonia.py; each generation's committee warm-starts from the previous one), judged after
+loops.py; each generation's committee warm-starts from the previous one), judged after
 every generation by two stability evaluators: NN-MD at 600 K from every training and every
 held-out complex; a run succeeds when no atom pair comes closer than 0.5 Å and no bond of
 the starting connectivity stretches past 1.5x. Loops run in
@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 
 import common
-from ammonia import CONFIGS, benchmark, configure, parser, prepare
+from loops import CONFIGS, benchmark, configure, parser, prepare
 
 DATA = common.REPO.parent / "shared" / "data" / "zeolites_host_guest.json"
 FILES = [f"{CONFIGS}/zeolites.yaml"]
@@ -109,7 +109,7 @@ def intro(subset: dict, config: dict) -> list[str]:
                                            for c in subset[group]), ""]
     init, md = subset.get("initial", {}), config["evaluate"][0]
     return lines + [
-        f"Initial data: {init.get('frames', '?')} frames of {init.get('temperature_K', '?')} K "
+        f"Initial data: {init.get('frames', '?')} frames of {init.get('temperature_K', 0):g} K "
         f"GFN1-xTB MD per training complex. NN-MD: {md['runs']} runs per complex, "
         f"{md['steps']} steps of {md['timestep_fs']:g} fs at {md['temperature_K']:g} K; success "
         "= fraction of runs with no contact < 0.5 Å and no starting bond stretched past 1.5x."]

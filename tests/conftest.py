@@ -8,9 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-# Tolerances by dtype for comparisons with finite differences.
-FD_TOL = {torch.float64: 1e-6, torch.float32: 1e-3}
-
 
 @pytest.fixture(autouse=True)
 def _seed_and_tmpdir(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import FD_TOL
+from helpers import FD_TOL
 
 from advsample.attack import AttackConfig, BoltzmannPrior, attack, score
 from advsample.committee import Committee

@@ -5,24 +5,10 @@ import subprocess
 import sys
 
 import ase.io
-import numpy as np
 import pytest
-from ase.build import molecule
-from ase.calculators.emt import EMT
+from helpers import labelled_nh3
 
 from advsample.cli import main
-
-
-def _labelled_nh3(n, seed=0):
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(n):
-        a = molecule("NH3")
-        a.positions += rng.normal(0, 0.05, a.positions.shape)
-        a.calc = EMT()
-        a.get_forces()
-        frames.append(a)
-    return frames
 
 
 def _run(argv, capsys):
@@ -61,7 +47,7 @@ def test_missing_files_and_bad_config(tmp_path, capsys):
 
 def test_train_attack_label_round_trip(tmp_path, capsys):
     data = tmp_path / "train.extxyz"
-    ase.io.write(data, _labelled_nh3(12), format="extxyz")
+    ase.io.write(data, labelled_nh3(12), format="extxyz")
     cfg = tmp_path / "c.yaml"
     cfg.write_text("system: {molecule: NH3}\ncommittee: {size: 2, hyperparameters: "
                    "{features: 8, interactions: 1, cutoff: 4.0}}\ntrain: {epochs: 5}\n")

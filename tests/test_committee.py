@@ -1,5 +1,5 @@
 import torch
-from conftest import FD_TOL
+from helpers import FD_TOL
 
 from advsample.committee import Committee
 from advsample.structures import Batch
@@ -53,3 +53,23 @@ def test_save_load_round_trips_bit_exactly(tmp_path):
         assert torch.equal(a, b)
     batch = Batch.from_points(torch.randn(6, 2, dtype=torch.float64))
     assert torch.equal(c(batch).forces, d(batch).forces)
+
+
+def test_vectorized_mlp_committee_equals_the_member_loop():
+    committee = Committee.build("mlp", 3, seed=2, dim=2, width=16, depth=2)
+    with torch.no_grad():
+        for k, member in enumerate(committee.members):
+            member.element_energy.normal_()
+            member.energy_scale.fill_(1.0 + k)
+            member.input_centre.fill_(0.1 * k)
+    points = Batch.from_points(torch.randn(7, 2, dtype=torch.float64))
+    positions = points.positions.detach().requires_grad_(True)
+    results = []
+    for vectorize in (True, False):
+        committee.vectorize = vectorize
+        out = committee(points.with_positions(positions), create_graph=True)
+        (second,) = torch.autograd.grad(out.forces.var(0).sum(), positions)
+        results.append((out.energy, out.forces, second))
+    assert committee.vectorize is False and Committee.build("mlp", 2, dim=2).vectorized
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

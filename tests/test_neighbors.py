@@ -15,6 +15,7 @@ from advsample.neighbors import (
     Pairs,
     neighbor_pairs,
     pair_vectors,
+    select_pairs,
 )
 from advsample.structures import Batch
 
@@ -153,3 +154,15 @@ def test_two_dimensional_coordinates_rejected():
     batch = Batch.from_points([[0.0, 0.0], [1.0, 0.0]])
     with pytest.raises(ValueError, match="3D"):
         neighbor_pairs(batch, CUTOFF)
+
+
+def test_selected_pairs_equal_the_pairs_of_the_selection():
+    rng = np.random.default_rng(3)
+    atoms_list = molecules(rng) + crystals(rng)
+    batch = Batch.from_atoms(atoms_list, labels=False)
+    pairs = neighbor_pairs(batch, CUTOFF)
+    for index in ([0], [len(atoms_list) - 1, 0], [1, 1, 2], list(range(len(atoms_list)))[::-1]):
+        chosen = [atoms_list[k] for k in index]
+        taken = select_pairs(pairs, batch, torch.tensor(index))
+        assert as_set(taken) == reference_pairs(chosen, CUTOFF)
+        assert len(taken.i) == len(reference_pairs(chosen, CUTOFF))  # repeats kept, no extras

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 from ase.build import bulk
-from conftest import FD_TOL
+from helpers import FD_TOL
 
 from advsample.attack import AttackConfig, BoltzmannPrior, attack, deformed, score, wrap_positions
 from advsample.committee import Committee

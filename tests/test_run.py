@@ -4,13 +4,14 @@ import hashlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import ase.io
-from test_cli import _labelled_nh3
+from helpers import labelled_nh3
 
 from advsample.run import start
 from advsample.store import Store
@@ -20,7 +21,7 @@ HERE = Path(__file__).parent
 
 def _write_config(tmp_path, oracle_yaml, generations=2, max_new=6):
     init = tmp_path / "init.extxyz"
-    ase.io.write(init, _labelled_nh3(10), format="extxyz")
+    ase.io.write(init, labelled_nh3(10), format="extxyz")
     cfg = tmp_path / "run.yaml"
     cfg.write_text(f"""
 seed: 0
@@ -61,7 +62,10 @@ def test_sigkill_during_labelling_then_resume(tmp_path):
     done_before = []
     while time.time() < deadline and proc.poll() is None:
         if db.exists():
-            rows = Store(db).rows(generation=1)
+            try:
+                rows = Store(db).rows(generation=1)
+            except sqlite3.OperationalError:  # the run is still creating the database
+                continue
             done_before = [r for r in rows if r["status"] == "ok"]
             if len(done_before) >= 2:
                 break

@@ -25,24 +25,45 @@ def toy_data(n: int, seed: int, energy_max: float = 0.0) -> Batch:
     return surface.label(Batch.from_points(x[surface.energy(x) < energy_max]))
 
 
-def spy_on_members(committee: Committee, data: Batch) -> tuple[list, list]:
-    """Record what each member's forward sees during training.
+def spy_on_members(committee: Committee, data: Batch, monkeypatch) -> tuple[list, list]:
+    """Record what each member trains on and its weights at each validation.
 
-    Returns (batches, weights): batches[m] lists, per training-mode call (one per step), the
-    indices into ``data`` of the structures member m trained on; weights[m] its state dict at
-    each evaluation-mode call (one per validation, then the final evaluations).
+    Returns (batches, weights): batches[m] lists, per training step of member m, the indices
+    into ``data`` of the structures it trained on (vectorized committees report them through
+    ``forward_members``, others through each member's forward in training mode); weights[m]
+    its state dict at each validation.
     """
+    import advsample.train as train_module
+
     where = {tuple(p): i for i, p in enumerate(data.positions.tolist())}
     batches, weights = [[] for _ in committee.members], [[] for _ in committee.members]
+
+    def indices(batch):
+        return [where[tuple(p)] for p in batch.positions.tolist()]
+
+    forward_members = committee.forward_members
+
+    def spy_members(members, step_batches, pairs):
+        for m, batch in zip(members, step_batches, strict=True):
+            batches[m].append(indices(batch))
+        return forward_members(members, step_batches, pairs)
+
+    committee.forward_members = spy_members
     for m, member in enumerate(committee.members):
         def spy(batch, m=m, member=member, forward=member.forward):
             if member.training:
-                batches[m].append([where[tuple(p)] for p in batch.positions.tolist()])
-            else:
-                weights[m].append({k: v.clone() for k, v in member.state_dict().items()})
+                batches[m].append(indices(batch))
             return forward(batch)
 
         member.forward = spy
+    validation = train_module.validation_losses
+
+    def spy_validation(committee_, data_, cfg):
+        for m, member in enumerate(committee_.members):
+            weights[m].append({k: v.clone() for k, v in member.state_dict().items()})
+        return validation(committee_, data_, cfg)
+
+    monkeypatch.setattr(train_module, "validation_losses", spy_validation)
     return batches, weights
 
 
@@ -70,11 +91,11 @@ def test_split_is_reproducible_and_disjoint():
     assert len(set(a.tolist()) & set(b.tolist())) == 0 and len(b) == 10
 
 
-def test_each_member_trains_on_its_own_bootstrap_resample():
+def test_each_member_trains_on_its_own_bootstrap_resample(monkeypatch):
     data = toy_data(120, seed=3)
     cfg = TrainConfig(epochs=2, batch_size=8, patience=1000, seed=4)
     committee = Committee.build("mlp", 2, dim=2, width=8, depth=1)
-    batches, _ = spy_on_members(committee, data)
+    batches, _ = spy_on_members(committee, data, monkeypatch)
     fit(committee, data, cfg)
     train_idx, _ = split_indices(data.n_structures, cfg.val_fraction, cfg.seed)
     n_train, steps = len(train_idx), math.ceil(len(train_idx) / cfg.batch_size)
@@ -90,11 +111,11 @@ def test_each_member_trains_on_its_own_bootstrap_resample():
     assert batches[0][0] != batches[1][0]
 
 
-def test_without_bootstrap_every_member_sees_the_split_once_per_epoch_in_its_own_order():
+def test_without_bootstrap_every_member_sees_the_split_once_per_epoch_in_its_own_order(monkeypatch):
     data = toy_data(120, seed=3)
     cfg = TrainConfig(epochs=2, batch_size=8, patience=1000, seed=4, bootstrap=False)
     committee = Committee.build("mlp", 2, dim=2, width=8, depth=1)
-    batches, _ = spy_on_members(committee, data)
+    batches, _ = spy_on_members(committee, data, monkeypatch)
     fit(committee, data, cfg)
     train_idx, _ = split_indices(data.n_structures, cfg.val_fraction, cfg.seed)
     n_train, steps = len(train_idx), math.ceil(len(train_idx) / cfg.batch_size)
@@ -108,11 +129,11 @@ def test_without_bootstrap_every_member_sees_the_split_once_per_epoch_in_its_own
     assert batches[0][:steps] != batches[0][steps:]
 
 
-def test_a_member_stops_on_its_own_and_keeps_its_best_weights():
+def test_a_member_stops_on_its_own_and_keeps_its_best_weights(monkeypatch):
     data = toy_data(120, seed=3)
     cfg = TrainConfig(epochs=300, lr=3e-2, patience=5, batch_size=16, val_fraction=0.3, seed=4)
     committee = Committee.build("mlp", 2, dim=2, width=16, depth=2, seed=1)
-    batches, weights = spy_on_members(committee, data)
+    batches, weights = spy_on_members(committee, data, monkeypatch)
     result = fit(committee, data, cfg)
     early, late = np.argsort(result.member_epochs)
     n_early, n_late = result.member_epochs[early], result.member_epochs[late]
@@ -134,14 +155,14 @@ def test_a_member_stops_on_its_own_and_keeps_its_best_weights():
         assert torch.equal(value, weights[early][best][name])
 
 
-def test_a_given_split_is_respected_and_checked():
+def test_a_given_split_is_respected_and_checked(monkeypatch):
     data = toy_data(120, seed=5)
     n = data.n_structures
     val_idx = torch.arange(0, n, 4)
     train_idx = torch.tensor([i for i in range(n) if i % 4])
     cfg = TrainConfig(epochs=3, batch_size=16, patience=1000)
     committee = Committee.build("mlp", 2, dim=2, width=8, depth=1)
-    batches, _ = spy_on_members(committee, data)
+    batches, _ = spy_on_members(committee, data, monkeypatch)
     result = fit(committee, data, cfg, split=(train_idx, val_idx))
     trained = {i for member in batches for batch in member for i in batch}
     assert trained <= set(train_idx.tolist()) and not trained & set(val_idx.tolist())
@@ -197,3 +218,16 @@ def test_warm_start_keeps_the_starting_weights_when_no_epoch_beats_them():
     for p, q in zip(committee.parameters(), start):
         torch.testing.assert_close(p, q)
     assert evaluate(committee, data) == before
+
+
+def test_vectorized_training_equals_training_member_by_member():
+    data = toy_data(120, seed=8)
+    cfg = TrainConfig(epochs=15, batch_size=16, patience=1000, seed=3)
+    together = Committee.build("mlp", 3, dim=2, width=16, depth=2, seed=4)
+    one_by_one = Committee.build("mlp", 3, dim=2, width=16, depth=2, seed=4)
+    one_by_one.vectorize = False
+    a, b = fit(together, data, cfg), fit(one_by_one, data, cfg)
+    for p, q in zip(together.parameters(), one_by_one.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-9)
+    assert a.member_epochs == b.member_epochs
+    assert a.val_forces_rmse == pytest.approx(b.val_forces_rmse, rel=1e-9)

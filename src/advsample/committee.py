@@ -7,6 +7,8 @@ energies with respect to that expanded tensor holds every member's forces at onc
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,8 @@ import torch
 from torch import nn
 
 from advsample.models import build_model, model_name
+from advsample.models.base import MemberGraph, stack_members
+from advsample.neighbors import Pairs
 from advsample.structures import Batch
 
 
@@ -47,6 +51,8 @@ class Committee(nn.Module):
         if len(members) < 1:
             raise ValueError("a committee needs at least one member")
         self.members = nn.ModuleList(members)
+        self.vectorize = True  # evaluate members together where the model supports it
+        self._stack_cache: tuple | None = None  # (key, stacked weights) see stacked()
 
     @classmethod
     def build(cls, model: str, size: int, seed: int = 0, **hyperparameters) -> Committee:
@@ -67,6 +73,14 @@ class Committee(nn.Module):
         """Where the members' parameters are (move them with ``.to(device)``)."""
         return next(self.parameters()).device
 
+    @property
+    def vectorized(self) -> bool:
+        """True when all members are evaluated together (``vectorize`` is on and the model
+        type supports it: PaiNN, MLP); False: one member after another (MACE)."""
+        first = self.members[0]
+        return (self.vectorize and getattr(type(first), "supports_members", False)
+                and all(type(m) is type(first) for m in self.members))
+
     def forward(
         self, batch: Batch, forces: bool = True, create_graph: bool = False
     ) -> CommitteeOutput:
@@ -75,6 +89,43 @@ class Committee(nn.Module):
         create_graph keeps the graph of the forces so a loss built on them (the attack
         objective, a force-matching loss) can be differentiated again.
         """
+        create_graph = create_graph or self.training
+        if not self.vectorized:
+            return self._forward_one_by_one(batch, forces, create_graph)
+        first = self.members[0]
+        pairs = first.pairs(batch)  # one neighbour list for all members
+        with torch.enable_grad() if forces else contextlib.nullcontext():
+            pos = batch.positions
+            if forces and not pos.requires_grad:
+                pos = pos.detach().requires_grad_(True)
+            expanded = pos.unsqueeze(0).expand(self.size, *pos.shape)
+            graph = MemberGraph.shared(batch, expanded, pairs)
+            energy = type(first).members_energy(first, self.stacked(), graph)  # [M, B]
+            if not forces:
+                return CommitteeOutput(energy, None)
+            (grad,) = torch.autograd.grad(energy.sum(), expanded, create_graph=create_graph)
+        return CommitteeOutput(energy, -grad)
+
+    def stacked(self, members: list[int] | None = None) -> dict[str, torch.Tensor]:
+        """The chosen members' (default: all) parameters and buffers stacked, name -> [M, ...].
+
+        Without gradients to the parameters (attacks, NN-MD, evaluation) the stack is cached
+        until a parameter or buffer changes (tracked by tensor versions), so a step does not
+        copy the weights again."""
+        chosen = list(self.members) if members is None else [self.members[k] for k in members]
+        tensors = [t for m in chosen for t in itertools.chain(m.parameters(), m.buffers())]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return stack_members(chosen)
+        key = (tuple(id(m) for m in chosen), tuple(t._version for t in tensors),
+               tuple(t.data_ptr() for t in tensors))
+        if self._stack_cache is None or self._stack_cache[0] != key:
+            with torch.no_grad():
+                self._stack_cache = (key, stack_members(chosen))
+        return self._stack_cache[1]
+
+    def _forward_one_by_one(self, batch: Batch, forces: bool, create_graph: bool
+                            ) -> CommitteeOutput:
+        """:meth:`forward` with a Python loop over members (models without members_network)."""
         if not forces:
             return CommitteeOutput(torch.stack([m(batch) for m in self.members]), None)
         with torch.enable_grad():
@@ -85,10 +136,24 @@ class Committee(nn.Module):
             energy = torch.stack(
                 [m(batch.with_positions(expanded[i])) for i, m in enumerate(self.members)]
             )
-            (grad,) = torch.autograd.grad(
-                energy.sum(), expanded, create_graph=create_graph or self.training
-            )
+            (grad,) = torch.autograd.grad(energy.sum(), expanded, create_graph=create_graph)
         return CommitteeOutput(energy, -grad)
+
+    def forward_members(self, members: list[int], batches: list[Batch],
+                        pairs: list[Pairs] | None) -> tuple[CommitteeOutput, torch.Tensor]:
+        """Member ``members[k]`` on its own ``batches[k]`` (equal structure counts B), all at
+        once, forces with their graph kept (for training). ``pairs[k]``: the pairs of
+        ``batches[k]`` (None: the models need none). Returns energies [K, B] (eV), forces
+        [K, N, d] (eV/Å) padded to the largest batch, and the bool mask [K, N] of real atoms.
+        """
+        first = self.members[members[0]]
+        graph, real = MemberGraph.padded(batches, pairs)
+        with torch.enable_grad():
+            positions = graph.positions.detach().requires_grad_(True)
+            energy = type(first).members_energy(first, self.stacked(members),
+                                                graph._replace(positions=positions))
+            (grad,) = torch.autograd.grad(energy.sum(), positions, create_graph=True)
+        return CommitteeOutput(energy, -grad), real
 
     # ------------------------------------------------------------ checkpoint
     def state(self) -> dict:

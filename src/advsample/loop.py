@@ -321,8 +321,11 @@ class ActiveLearning:
         return metrics
 
     def _label_counts(self, g: int) -> dict:
+        """labels: ok structures of generations 0..g; labels_added: those after generation 0;
+        new_labels / failed_labels: generation g's ok / failed oracle calls."""
         count = self.store.count
-        return {"labels": sum(count(generation=h, status="ok") for h in range(g + 1)),
+        labels = sum(count(generation=h, status="ok") for h in range(g + 1))
+        return {"labels": labels, "labels_added": labels - count(generation=0, status="ok"),
                 "new_labels": count(generation=g, status="ok") if g else 0,
                 "failed_labels": count(generation=g, status="failed")}
 
@@ -380,8 +383,12 @@ class ActiveLearning:
             })
         if provenance:
             self.store.add_pending(chosen, provenance)
-        return len(provenance), (None if provenance else
-                                 "no candidate passed the uncertainty gate")
+        if provenance:
+            return len(provenance), None
+        if stats["above_gate"] == 0:
+            return 0, "no candidate passed the uncertainty gate"
+        return 0, ("every candidate above the uncertainty gate duplicated a training structure "
+                   "or another pick (select.min_separation)")
 
     def uncertainty_history(self, g: int) -> list[float]:
         """The convergence statistic of generations 0..g (NaN where not sampled)."""

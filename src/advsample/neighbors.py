@@ -161,3 +161,22 @@ def _vesin_pairs(batch: Batch, k: int, cutoff: float):
         torch.from_numpy(j.astype(np.int64)).to(device) + start,
         torch.from_numpy(s.astype(np.int64)).to(device),
     )
+
+
+def select_pairs(pairs: Pairs, batch: Batch, index: torch.Tensor) -> Pairs:
+    """The pairs of ``batch.select(index)`` taken from the pairs of ``batch``, without
+    recomputing a distance: a fixed training set's pairs are built once and every minibatch
+    (bootstrap repeats included: ``index`` may repeat structures) reuses them."""
+    index = torch.as_tensor(index, device=batch.positions.device).long()
+    owner = batch.structure[pairs.i]  # [P] structure of each pair
+    order = torch.argsort(owner, stable=True)
+    counts = torch.bincount(owner, minlength=batch.n_structures)
+    starts = torch.cumsum(counts, 0) - counts
+    taken = counts[index]  # pairs of each selected structure
+    first = torch.cumsum(taken, 0) - taken
+    take = order[torch.repeat_interleave(starts[index] - first, taken)
+                 + torch.arange(int(taken.sum()), device=index.device)]
+    sizes = batch.n_atoms[index]
+    new_offsets = torch.cumsum(sizes, 0) - sizes
+    move = torch.repeat_interleave(new_offsets - batch.offsets[index], taken)
+    return Pairs(pairs.i[take] + move, pairs.j[take] + move, pairs.shift[take])

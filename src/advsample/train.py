@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from torch import nn
 
 from advsample.committee import Committee
+from advsample.neighbors import select_pairs
 from advsample.progress import progress_bar
 from advsample.structures import Batch
 
@@ -95,23 +95,59 @@ def member_order_rng(cfg: TrainConfig, member: int) -> np.random.Generator:
                                   member])
 
 
-def _member_loss(member: nn.Module, batch: Batch, cfg: TrainConfig,
-                 create_graph: bool = True) -> torch.Tensor:
-    """Loss (scalar, dimensionless) of one member on ``batch``, s = the member's energy scale.
-
-    Forces are −∂E/∂positions [N, d]; create_graph to back-propagate through them.
-    """
-    scale = float(member.energy_scale)
-    with torch.enable_grad():
-        pos = batch.positions.detach().requires_grad_(cfg.forces_weight > 0)
-        energy = member(batch.with_positions(pos))  # [B] eV
-        de = (energy - batch.energy.to(energy.dtype)) / batch.n_atoms.to(energy.dtype) / scale
-        loss = cfg.energy_weight * de.pow(2).mean()
-        if cfg.forces_weight > 0:
-            (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=create_graph)
-            df = (-grad - batch.forces.to(grad.dtype)) / scale  # [N, d]
-            loss = loss + cfg.forces_weight * df.pow(2).mean()
+def _losses(energy: torch.Tensor, forces: torch.Tensor | None, batches: list[Batch],
+            scale: torch.Tensor, cfg: TrainConfig, real: torch.Tensor | None = None
+            ) -> torch.Tensor:
+    """Loss of each of K members [K] (dimensionless) from its predictions: energy [K, B] (eV)
+    and forces [K, N, d] (eV/Å) on ``batches`` (one per member, or one shared by all), scale
+    [K] the members' energy scales s; ``real`` [K, N] marks real atoms of padded forces."""
+    ref_energy = torch.stack([b.energy for b in batches]).to(energy.dtype)  # [K or 1, B]
+    n_atoms = torch.stack([b.n_atoms for b in batches]).to(energy.dtype)
+    de = (energy - ref_energy) / n_atoms / scale.unsqueeze(1)
+    loss = cfg.energy_weight * de.pow(2).mean(1)
+    if cfg.forces_weight > 0:
+        ref_forces = torch.zeros_like(forces) if real is not None else batches[0].forces
+        if real is not None:
+            for k, b in enumerate(batches):
+                ref_forces[k, : b.positions.shape[0]] = b.forces
+        df = ((forces - ref_forces.to(forces.dtype)) / scale.view(-1, 1, 1)).pow(2)  # [K, N, d]
+        if real is None:
+            loss = loss + cfg.forces_weight * df.mean((1, 2))
+        else:
+            per_atom = df.sum(-1) * real
+            loss = loss + cfg.forces_weight * per_atom.sum(1) / (real.sum(1) * df.shape[-1])
     return loss
+
+
+def _step_losses(committee: Committee, active: list[int], batches: list[Batch],
+                 pairs: list | None, cfg: TrainConfig) -> torch.Tensor:
+    """Training losses [K] of the ``active`` members, member active[k] on ``batches[k]``,
+    with the graph through the forces kept: all members in one pass when the committee is
+    vectorized, else one after another."""
+    scale = torch.stack([committee.members[m].energy_scale for m in active])
+    if committee.vectorized:
+        out, real = committee.forward_members(active, batches, pairs)
+        return _losses(out.energy, out.forces, batches, scale, cfg, real)
+    losses = []
+    for m, batch in zip(active, batches, strict=True):
+        member = committee.members[m]
+        with torch.enable_grad():
+            pos = batch.positions.detach().requires_grad_(True)
+            energy = member(batch.with_positions(pos)).unsqueeze(0)  # [1, B]
+            (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=True)
+        losses.append(_losses(energy, -grad.unsqueeze(0), [batch], scale[len(losses)]
+                              .unsqueeze(0), cfg, torch.ones_like(batch.numbers,
+                                                                   dtype=torch.bool)[None]))
+    return torch.cat(losses)
+
+
+def validation_losses(committee: Committee, data: Batch, cfg: TrainConfig) -> torch.Tensor:
+    """Loss of every member on ``data`` [M] (no graph kept), the members in eval mode."""
+    committee.eval()
+    out = committee(data.without_labels(), forces=cfg.forces_weight > 0)
+    scale = torch.stack([m.energy_scale for m in committee.members])
+    return _losses(out.energy.detach(), None if out.forces is None else out.forces.detach(),
+                   [data], scale, cfg)
 
 
 def _resolve_split(n: int, cfg: TrainConfig,
@@ -157,37 +193,40 @@ def _fit(committee: Committee, data: Batch, cfg: TrainConfig, warm_start: bool,
     monitor = val if val.n_structures else train
     device = data.positions.device
 
-    own = [train.select(member_training_indices(n_train, cfg, first_member + m).to(device))
-           for m in range(size)]  # each member's training structures
+    own = [member_training_indices(n_train, cfg, first_member + m).to(device)
+           for m in range(size)]  # positions in the training split of each member's data
     orders = [member_order_rng(cfg, first_member + m) for m in range(size)]
     opts = [torch.optim.Adam(member.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
             for member in members]
     scheds = [torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, factor=0.5, patience=cfg.lr_patience, min_lr=cfg.min_lr) for opt in opts]
+    pairs = members[0].pairs(train, cached=False)  # built once, reused by every minibatch
 
-    def validation_loss(member: nn.Module) -> float:
-        member.eval()
-        return float(_member_loss(member, monitor, cfg, create_graph=False).detach())
-
-    best = [validation_loss(member) if warm_start else math.inf for member in members]
+    best = validation_losses(committee, monitor, cfg).tolist() if warm_start else [math.inf] * size
     best_states = [copy.deepcopy(member.state_dict()) for member in members]
     latest, since_best, member_epochs = list(best), [0] * size, [0] * size
     active, history = list(range(size)), []
     bar = progress_bar(range(cfg.epochs), desc="training", disable=not cfg.progress)
     for _ in bar:
+        committee.train()
+        chunks = [list(_minibatches(n_train, cfg.batch_size, orders[m], device)) for m in active]
+        for step in zip(*chunks, strict=True):  # step k of every active member at once
+            index = [own[m] if c is None else own[m][c] for m, c in zip(active, step)]
+            batches = [train.select(i) for i in index]
+            step_pairs = None if pairs is None else [select_pairs(pairs, train, i)
+                                                     for i in index]
+            for m in active:
+                opts[m].zero_grad(set_to_none=True)
+            _step_losses(committee, active, batches, step_pairs, cfg).sum().backward()
+            for m in active:
+                opts[m].step()
+        losses = validation_losses(committee, monitor, cfg).tolist()
         for m in active:
-            member, opt = members[m], opts[m]
-            member.train()
-            for chunk in _minibatches(n_train, cfg.batch_size, orders[m], device):
-                opt.zero_grad(set_to_none=True)
-                _member_loss(member, own[m] if chunk is None else own[m].select(chunk),
-                             cfg).backward()
-                opt.step()
-            latest[m] = validation_loss(member)
+            latest[m] = losses[m]
             member_epochs[m] += 1
             if latest[m] < best[m]:
                 best[m], since_best[m] = latest[m], 0
-                best_states[m] = copy.deepcopy(member.state_dict())
+                best_states[m] = copy.deepcopy(members[m].state_dict())
             else:
                 since_best[m] += 1
             scheds[m].step(latest[m])

@@ -3,10 +3,13 @@
 import functools
 import json
 import math
+import sys
 from pathlib import Path
 
-import common
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import common  # noqa: E402  (benchmarks/common.py, imported as the drivers import it)
 
 
 def row(gen, labels, err, stable, **extra):

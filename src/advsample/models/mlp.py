@@ -10,7 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advsample.models.base import EnergyModel
+from advsample.models.base import (
+    EnergyModel,
+    MemberGraph,
+    member_linear,
+    member_segment_sum,
+)
 from advsample.structures import Batch
 
 ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "softplus": nn.Softplus}
@@ -42,6 +47,23 @@ class MLPEnergy(EnergyModel):
         per_atom = self.mlp(x.to(self.mlp[0].weight.dtype)).squeeze(-1).to(batch.dtype)
         out = torch.zeros(batch.n_structures, dtype=batch.dtype, device=per_atom.device)
         return out.index_add(0, batch.structure, per_atom)
+
+    supports_members = True
+
+    @classmethod
+    def members_network(cls, first: MLPEnergy, p: dict[str, torch.Tensor],
+                        graph: MemberGraph) -> torch.Tensor:
+        """The network of M members at once [M, B], each layer one batched matrix product."""
+        dtype = graph.positions.dtype
+        centre, width = (p[k].unsqueeze(1).to(dtype) for k in ("input_centre", "input_width"))
+        x = ((graph.positions - centre) / width).to(first.mlp[0].weight.dtype)  # [M, N, d]
+        for k, layer in enumerate(first.mlp):
+            if isinstance(layer, nn.Linear):
+                x = member_linear(x, p[f"mlp.{k}.weight"], p[f"mlp.{k}.bias"])
+            else:
+                x = layer(x)
+        energy = member_segment_sum(x.squeeze(-1), graph.structure, graph.n_structures)
+        return energy.to(dtype)
 
     @torch.no_grad()
     def fit_statistics(self, batch: Batch) -> None:

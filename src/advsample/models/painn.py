@@ -26,8 +26,15 @@ import math
 import torch
 from torch import nn
 
-from advsample.models.base import DTYPES, N_ELEMENTS, EnergyModel
-from advsample.neighbors import NeighborList, neighbor_pairs, pair_vectors
+from advsample.models.base import (
+    DTYPES,
+    N_ELEMENTS,
+    EnergyModel,
+    MemberGraph,
+    member_linear,
+    member_segment_sum,
+)
+from advsample.neighbors import NeighborList, Pairs, neighbor_pairs, pair_vectors
 from advsample.structures import Batch
 
 # Softening of ‖V v‖ = sqrt(|V v|² + ε): the plain norm has a cusp where V v = 0, which
@@ -142,13 +149,72 @@ class PaiNN(EnergyModel):
         self.register_buffer("neighbor_scale", torch.ones((), dtype=torch.float64))
         self.neighbors = NeighborList(cutoff, skin)
 
-    def radial(self, distance: torch.Tensor) -> torch.Tensor:
-        """Sine basis × cosine cutoff × neighbour scale, [P] (Å) → [P, n_rbf] (1/Å)."""
+    def radial(self, distance: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Sine basis × cosine cutoff × neighbour scale, [..., P] (Å) → [..., P, n_rbf] (1/Å).
+
+        ``scale`` (broadcast against distance) replaces this model's neighbour scale."""
         frequencies = self.frequencies.to(distance.dtype)
-        basis = torch.sin(distance.unsqueeze(1) * frequencies) / distance.unsqueeze(1)
+        basis = torch.sin(distance.unsqueeze(-1) * frequencies) / distance.unsqueeze(-1)
         envelope = 0.5 * (torch.cos(distance * (math.pi / self.cutoff)) + 1.0)
-        scale = self.neighbor_scale.to(distance.dtype)
-        return basis * (envelope * scale).unsqueeze(1)
+        scale = self.neighbor_scale if scale is None else scale
+        return basis * (envelope * scale.to(distance.dtype)).unsqueeze(-1)
+
+    supports_members = True
+
+    def pairs(self, batch: Batch, cached: bool = True) -> Pairs:
+        """Pairs within the cutoff: from the Verlet-cached list, or built afresh."""
+        return self.neighbors(batch) if cached else neighbor_pairs(batch, self.cutoff)
+
+    @classmethod
+    def members_network(cls, first: PaiNN, p: dict[str, torch.Tensor],
+                        graph: MemberGraph) -> torch.Tensor:
+        """The network of M members at once [M, B]: every linear map is one batched matrix
+        product over members and every gather/scatter one call over all members' atoms."""
+        m, n = graph.numbers.shape
+        f = first.messages[0].features
+        offsets = torch.arange(m, device=graph.numbers.device).unsqueeze(1)
+        gi = (graph.pairs.i + offsets * n).flatten()  # [M P] atom indices over all members
+        gj = (graph.pairs.j + offsets * n).flatten()
+        flat_pos = graph.positions.reshape(m * n, 3)
+        vectors = (flat_pos[gj] - flat_pos[gi]).view(m, -1, 3) + graph.pairs.shift
+        vectors = vectors.to(first.compute_dtype)  # [M, P, 3]
+        distance = vectors.pow(2).sum(-1).sqrt()
+        direction = vectors / distance.unsqueeze(-1)
+        scale = p["neighbor_scale"].unsqueeze(1)  # [M, 1]
+        radial = first.radial(distance, scale)  # [M, P, n_rbf]
+        if graph.pair_mask is not None:
+            radial = radial * graph.pair_mask.unsqueeze(-1).to(radial.dtype)
+        table = p["embedding.weight"]  # [M, Z, F]
+        s = table.reshape(-1, f)[(graph.numbers + offsets * table.shape[1]).flatten()]
+        s = s.view(m, n, f)
+        v = s.new_zeros(m, n, 3, f)
+
+        def perceptron(x, name):
+            hidden = member_linear(x, p[f"{name}.0.weight"], p[f"{name}.0.bias"])
+            return member_linear(torch.nn.functional.silu(hidden), p[f"{name}.2.weight"],
+                                 p[f"{name}.2.bias"])
+
+        for layer, message in enumerate(first.messages):
+            name = f"messages.{layer}"
+            context = perceptron(s, f"{name}.context")  # [M, N, 3F or 2F]
+            x = context.reshape(m * n, -1)[gj].view(m, -1, context.shape[-1])
+            x = x * member_linear(radial, p[f"{name}.filter.weight"])
+            channels = torch.split(x, f, dim=-1)
+            dv = direction.unsqueeze(-1) * channels[1].unsqueeze(-2)  # [M, P, 3, F]
+            if message.vector_input:
+                dv = dv + v.reshape(m * n, 3, f)[gj].view(m, -1, 3, f) * channels[2].unsqueeze(-2)
+            s = s.reshape(m * n, f).index_add(0, gi, channels[0].reshape(-1, f)).view(m, n, f)
+            v = v.reshape(m * n, 3, f).index_add(0, gi, dv.reshape(-1, 3, f)).view(m, n, 3, f)
+            name = f"updates.{layer}"
+            uv, vv = torch.split(member_linear(v, p[f"{name}.mix.weight"]), f, dim=-1)
+            norm = torch.sqrt(vv.pow(2).sum(-2) + NORM_EPSILON)  # [M, N, F]
+            a_vv, a_sv, a_ss = torch.split(perceptron(torch.cat([s, norm], -1),
+                                                      f"{name}.gates"), f, dim=-1)
+            s = s + a_ss + a_sv * (uv * vv).sum(-2)
+            v = v + a_vv.unsqueeze(-2) * uv
+        atomic = perceptron(s, "readout").squeeze(-1)  # [M, N]
+        energy = member_segment_sum(atomic, graph.structure, graph.n_structures)
+        return energy.to(graph.positions.dtype)
 
     def network(self, batch: Batch) -> torch.Tensor:
         """Sum of atomic energies per structure [B] (dimensionless), in batch.dtype."""

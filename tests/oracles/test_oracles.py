@@ -22,7 +22,7 @@ from advsample.oracles import (
     make_oracle,
 )
 
-AMMONIA_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ammonia_paper.extxyz"
+AMMONIA_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "ammonia_paper.extxyz"
 
 
 def distorted_nh3(seed=0):

@@ -209,6 +209,54 @@ class EnergyModelBattery:
         displaced = force_variance(committee, displaced_copies(batch, FD_STEP), False)
         torch.testing.assert_close(gradient, central_difference(displaced.detach()), **FD_TOLERANCE)
 
+    # ------------------------------------------------------- members evaluated together
+    def _committee_of_three(self, model) -> Committee:
+        torch.manual_seed(1)
+        committee = Committee([model, self.make_model(), self.make_model()])
+        with torch.no_grad():  # members with their own statistics
+            for k, member in enumerate(committee.members[1:], start=1):
+                member.element_energy.normal_()
+                member.energy_scale.fill_(0.5 + k)
+        return committee
+
+    def test_vectorized_committee_equals_the_member_loop(self, model, rng):
+        if not type(model).supports_members:
+            pytest.skip(f"{type(model).__name__} evaluates one member at a time")
+        committee = self._committee_of_three(model)
+        batch = self.batch(molecules(rng) + crystals(rng))
+        assert committee.vectorized
+        together = committee(batch)
+        committee.vectorize = False
+        alone = committee(batch)
+        self.assert_close(together.energy, alone.energy)
+        self.assert_close(together.forces, alone.forces)
+        # second derivatives, as the attack takes them: d(force variance)/d(positions)
+        gradients = []
+        for vectorize in (True, False):
+            committee.vectorize = vectorize
+            positions = batch.positions.detach().requires_grad_(True)
+            loss = force_variance(committee, batch.with_positions(positions), True).sum()
+            gradients.append(torch.autograd.grad(loss, positions)[0])
+        self.assert_close(*gradients)
+
+    def test_members_on_their_own_batches_equal_each_member_alone(self, model, rng):
+        if not type(model).supports_members:
+            pytest.skip(f"{type(model).__name__} evaluates one member at a time")
+        from advsample.neighbors import select_pairs
+
+        committee = self._committee_of_three(model)
+        full = self.batch(molecules(rng) + crystals(rng))
+        pairs = model.pairs(full, cached=False)
+        picks = [torch.tensor([0, 3]), torch.tensor([4, 4]), torch.tensor([2, 1])]
+        batches = [full.select(i) for i in picks]
+        out, real = committee.forward_members(
+            [0, 1, 2], batches, [select_pairs(pairs, full, i) for i in picks])
+        for k, batch in enumerate(batches):
+            energy, forces = energy_forces(committee.members[k], batch)
+            self.assert_close(out.energy[k], energy)
+            self.assert_close(out.forces[k][real[k]], forces)
+            assert int(real[k].sum()) == batch.positions.shape[0]
+
     # ------------------------------------------------------ batching and locality
     def test_batched_equals_one_by_one(self, model, rng):
         atoms_list = molecules(rng) + crystals(rng)

@@ -1,0 +1,168 @@
+"""Running active-learning loops for benchmarks: configs merged from YAML files with
+{reference} placeholders and --set overrides, one loop per repeat in its run directory,
+histories collected including unfinished loops, docs written.
+
+A driver (run as ``python benchmarks/<name>.py``, importing ``common`` and ``loops`` as
+top-level modules) builds its parser with ``parser``, fixes paths with ``prepare``, makes its
+reference data, then calls ``benchmark``: every method x repeat runs as one loop
+(``run_loop``: the config with sampler.type = method, seed = repeat, in
+<work dir>/<method>/repeat_<r>/, resumable), ``collect`` gathers the histories (finished
+ones' history.json, else the generations evaluated so far), and <out dir>/<name>.{md,json}
+and <name>_curves.png are written through common.py. Label counts are the package's
+"labels_added" (ok labels beyond generation 0's) of each generation's metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from functools import partial
+from pathlib import Path
+
+import common
+import yaml
+
+CONFIGS = "benchmarks/configs"
+
+
+def merge(base: dict, over: dict) -> dict:
+    """``base`` updated by ``over``: mappings merged key by key, anything else replaced."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def set_key(config: dict, assignment: str) -> None:
+    """Apply "a.b.c=value" (value parsed as YAML); in a list (evaluate) a part is an index or
+    an evaluator's name (its type when it has none)."""
+    key, value = assignment.split("=", 1)
+    parts, node = key.split("."), config
+    for i, part in enumerate(parts):
+        if isinstance(node, list):
+            part = next((j for j, e in enumerate(node)
+                         if part in (str(j), e.get("name", e.get("type")))), None)
+            if part is None:
+                raise ValueError(f"--set {key}: {parts[i]!r} is not in the list")
+        if i == len(parts) - 1:
+            node[part] = yaml.safe_load(value)
+        else:
+            node = node[part] if isinstance(node, list) else node.setdefault(part, {})
+
+
+def configure(files: list[str], reference: Path, sets: list[str]) -> dict:
+    """The run config: YAML ``files`` merged in order, "{reference}" made the repo-relative
+    path of ``reference``, ``sets`` applied; validated."""
+    from advsample.config import parse_config
+
+    config = {}
+    for f in files:
+        config = merge(config, yaml.safe_load((common.REPO / f).read_text()))
+    text = json.dumps(config).replace("{reference}", os.path.relpath(reference, common.REPO))
+    config = json.loads(text)
+    for s in sets:
+        set_key(config, s)
+    parse_config(config, " + ".join(files))
+    return config
+
+
+def run_loop(config: dict, seed: int, run_dir: Path) -> list[dict]:
+    """One repeat: the loop of ``config`` with ``seed`` in ``run_dir`` (resumed when there);
+    its history (each row with the package's "labels_added")."""
+    import logging
+
+    import torch
+
+    from advsample.run import resume
+    from advsample.runtime import tune_allocator
+
+    torch.set_num_threads(1)
+    tune_allocator()
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {run_dir.parent.name}/"
+                        f"{run_dir.name}: %(message)s", datefmt="%H:%M:%S", force=True)
+    if not (run_dir / "config.yaml").exists():
+        (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "seed": seed},
+                                                            sort_keys=False))
+    al = resume(run_dir, progress=False)
+    al.run()
+    return al.history()
+
+
+def collect(methods: list[str], repeats: int, work_dir: Path) -> tuple[dict, list[str]]:
+    """Per method the histories of its loops (history.json, else the generations evaluated so
+    far: an unfinished loop, named in the list returned too)."""
+    results, names = {}, []
+    for m in methods:
+        for k in range(repeats):
+            run = work_dir / m / f"repeat_{k}"
+            if (run / "history.json").exists():
+                results.setdefault(m, []).append(json.loads((run / "history.json").read_text()))
+            elif rows := [json.loads(f.read_text())
+                          for f in sorted(run.glob("generations/gen_*/metrics.json"))]:
+                results.setdefault(m, []).append(rows)
+                names.append(f"{m}/repeat_{k} ({len(rows)} generations)")
+    return results, names
+
+
+def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict,
+              log: frozenset = frozenset()) -> None:
+    """Run (unless --aggregate-only) every method x repeat of the config ``files`` in
+    ``args.work_dir``, then write <out dir>/<name>.{md,json} and <name>_curves.png; ``intro``:
+    config -> the document's first lines (config: the first loop's as stored, if any);
+    ``keys``: metric -> title (a table and a panel each), ``target``: metric -> (op, value),
+    ``log``: the metrics plotted on a log scale."""
+    config = configure(files, args.work_dir / "reference", args.set)
+    fns = {m: partial(run_loop, merge(config, {"sampler": {"type": m}})) for m in args.methods}
+    if not args.aggregate_only:
+        common.run_repeats(fns, args.repeats, args.work_dir, args.workers)
+    results, partial_runs = collect(args.methods, args.repeats, args.work_dir)
+    stored = args.work_dir / args.methods[0] / "repeat_0" / "config.yaml"
+    config = yaml.safe_load(stored.read_text()) if stored.exists() else config
+    command = " ".join(["python", f"benchmarks/{name}.py", *(
+        os.path.relpath(a, common.REPO) if a.startswith("/") else a for a in sys.argv[1:])])
+    settings = {"command": command, "config_files": files, "set": args.set,
+                "methods": args.methods, "repeats": args.repeats, "unfinished": partial_runs,
+                "config": config}
+    summary = {"target": {k: list(v) for k, v in target.items()},
+               "labels_to_target": common.target_summary(results, target, "labels_added")}
+    common.write_json(name, settings, results, summary, args.out_dir)
+    plot = common.plot_curves(results, keys, args.out_dir / f"{name}_curves.png",
+                              "labels_added", log=log, targets={k: t for k, (_, t) in
+                                                                target.items()},
+                              xlabel="labels added")
+    lines = [*intro(config), "", f"Command: `{command}`", "",
+             f"Config: {' + '.join(f'`{f}`' for f in files)}"
+             + (f", with {', '.join(f'`{s}`' for s in args.set)}" if args.set else "")
+             + f"; seed = repeat; loops in `{common.relative(args.work_dir)}/<method>/"
+             "repeat_<r>` (the JSON holds the first one's config). Medians over repeats "
+             "with 90 % bootstrap intervals; generation 0 is the committee trained on the "
+             "initial data only."
+             + (f" Unfinished loops: {', '.join(partial_runs)}." if partial_runs else ""), "",
+             f"## Labels added to reach {common.criteria_text(target)}", "",
+             common.table_labels_to_target(results, target, "labels_added")]
+    for key, title in keys.items():
+        lines += [f"## {title}", "", common.table_by_generation(
+            results, {"labels_added": "labels added", key: title}, {key: ".4g"},
+            "labels_added")]
+    lines += [f"![curves]({plot.name})", ""]
+    print(common.write_markdown(name, "\n".join(lines), args.out_dir).read_text())
+
+
+def parser(doc: str, name: str, methods: list[str], **defaults):
+    """common.bench_args (2 workers by default) plus --methods and --set."""
+    p = common.bench_args(doc.splitlines()[0], name, workers=2, **defaults)
+    p.add_argument("--methods", nargs="+", default=methods, help="samplers (%(default)s)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. evaluate.stability.steps=50")
+    return p
+
+
+def prepare(args):
+    """Absolute work/out dirs, the reference dir made, cwd the repo root (configs' paths)."""
+    args.work_dir, args.out_dir = args.work_dir.resolve(), args.out_dir.resolve()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.chdir(common.REPO)
+    (args.work_dir / "reference").mkdir(parents=True, exist_ok=True)
+    return args

@@ -1,0 +1,120 @@
+"""benchmarks/loops.py: config merging, --set overrides, configure, collect (no loop is run)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import common  # noqa: E402  (benchmarks/common.py, imported as the drivers import it)
+import loops  # noqa: E402  (benchmarks/loops.py)
+
+from advsample.config import ConfigError  # noqa: E402
+
+EXAMPLE = "examples/ammonia_xtb.yaml"
+
+
+def test_merge_nested_replaces_non_mappings_and_copies():
+    base = {"a": {"x": 1, "y": {"p": 1, "q": 2}}, "l": [1, 2], "s": "keep"}
+    over = {"a": {"y": {"q": 3}, "z": 4}, "l": [9], "n": {"new": True}}
+    out = loops.merge(base, over)
+    assert out == {"a": {"x": 1, "y": {"p": 1, "q": 3}, "z": 4}, "l": [9], "s": "keep",
+                   "n": {"new": True}}
+    assert base == {"a": {"x": 1, "y": {"p": 1, "q": 2}}, "l": [1, 2], "s": "keep"}
+    out["a"]["y"]["p"] = 99  # a deep copy: base untouched
+    assert base["a"]["y"]["p"] == 1
+    assert loops.merge({"a": 1}, {"a": {"b": 2}}) == {"a": {"b": 2}}  # scalar -> mapping
+    assert loops.merge({"a": {"b": 2}}, {"a": None}) == {"a": None}
+
+
+def config():
+    return {"train": {"epochs": 10},
+            "evaluate": [{"type": "path", "points": 21},
+                         {"type": "stability", "name": "stab_a", "runs": 32},
+                         {"type": "stability", "name": "stab_b", "runs": 8}]}
+
+
+def test_set_key_nested_values_parsed_as_yaml():
+    c = config()
+    loops.set_key(c, "train.epochs=3")
+    loops.set_key(c, "committee.hyperparameters.features=8")  # missing levels are made
+    loops.set_key(c, "loop.convergence.plateau_generations=null")
+    loops.set_key(c, "select.gate=0.5")
+    loops.set_key(c, "sampler.type=md")
+    loops.set_key(c, "initial.note=a=b")  # split at the first "="
+    assert c["train"]["epochs"] == 3
+    assert c["committee"] == {"hyperparameters": {"features": 8}}
+    assert c["loop"]["convergence"]["plateau_generations"] is None
+    assert c["select"]["gate"] == 0.5 and c["sampler"]["type"] == "md"
+    assert c["initial"]["note"] == "a=b"
+    loops.set_key(c, "train={epochs: 5, lr: 0.1}")  # a whole mapping
+    assert c["train"] == {"epochs": 5, "lr": 0.1}
+
+
+def test_set_key_list_items_by_index_name_or_type():
+    c = config()
+    loops.set_key(c, "evaluate.0.points=5")  # by index
+    loops.set_key(c, "evaluate.path.generator=umbrella_inversion")  # by type (no name)
+    loops.set_key(c, "evaluate.stab_b.runs=2")  # by name
+    loops.set_key(c, "evaluate.1.steps=20")
+    assert c["evaluate"][0] == {"type": "path", "points": 5, "generator": "umbrella_inversion"}
+    assert c["evaluate"][1] == {"type": "stability", "name": "stab_a", "runs": 32, "steps": 20}
+    assert c["evaluate"][2]["runs"] == 2
+    loops.set_key(c, "evaluate.2={type: test_set, file: x.extxyz}")  # replace an item
+    assert c["evaluate"][2] == {"type": "test_set", "file": "x.extxyz"}
+
+
+@pytest.mark.parametrize("assignment", ["evaluate.stability.runs=2",  # named: not its type
+                                        "evaluate.missing.runs=2", "evaluate.7.runs=2"])
+def test_set_key_bad_list_item_raises(assignment):
+    c = config()
+    with pytest.raises(ValueError, match="is not in the list"):
+        loops.set_key(c, assignment)
+    assert c == config()
+
+
+def test_set_key_without_value_raises():
+    with pytest.raises(ValueError):
+        loops.set_key(config(), "train.epochs")
+
+
+def test_configure_merges_files_replaces_reference_and_applies_sets(tmp_path):
+    over = tmp_path / "over.yaml"
+    over.write_text(yaml.safe_dump({
+        "train": {"epochs": 7},
+        "evaluate": [{"type": "test_set", "file": "{reference}/test.extxyz"},
+                     {"type": "stability", "runs": 4, "steps": 100}]}))
+    last = tmp_path / "last.yaml"
+    last.write_text("train: {epochs: 9}\n")
+    reference = common.REPO / "runs" / "benchmarks" / "x" / "reference"
+    c = loops.configure([EXAMPLE, str(over), str(last)], reference,
+                        ["evaluate.stability.runs=2", "committee.size=2"])
+    example = yaml.safe_load((common.REPO / EXAMPLE).read_text())
+    assert c["train"]["epochs"] == 9 and c["train"]["lr"] == example["train"]["lr"]
+    assert c["evaluate"][0]["file"] == "runs/benchmarks/x/reference/test.extxyz"
+    assert c["evaluate"][1]["runs"] == 2 and c["committee"]["size"] == 2
+    assert "{reference}" not in json.dumps(c)
+
+
+def test_configure_validates(tmp_path):
+    with pytest.raises(ConfigError, match="train.bogus: unknown key"):
+        loops.configure([EXAMPLE], tmp_path, ["train.bogus=1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("committee: {size: many}\n")
+    with pytest.raises(ConfigError, match="committee.size"):
+        loops.configure([EXAMPLE, str(bad)], tmp_path, [])
+
+
+def test_collect_finished_and_unfinished_loops(tmp_path):
+    rows = [{"generation": g, "labels": 10 + 2 * g, "labels_added": 2 * g} for g in range(3)]
+    (tmp_path / "attack" / "repeat_0").mkdir(parents=True)
+    (tmp_path / "attack" / "repeat_0" / "history.json").write_text(json.dumps(rows))
+    for g, r in enumerate(rows[:2]):  # md repeat 1: killed after generation 1
+        d = tmp_path / "md" / "repeat_1" / "generations" / f"gen_{g:03d}"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps(r))
+    results, unfinished = loops.collect(["attack", "md", "random"], 2, tmp_path)
+    assert results == {"attack": [rows], "md": [rows[:2]]}
+    assert unfinished == ["md/repeat_1 (2 generations)"]
