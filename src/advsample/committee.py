@@ -53,6 +53,13 @@ class Committee(nn.Module):
         self.members = nn.ModuleList(members)
         self.vectorize = True  # evaluate members together where the model supports it
         self._stack_cache: tuple | None = None  # (key, stacked weights) see stacked()
+        self._tensor_lists: dict[tuple, list] = {}  # members' ids -> their tensors
+
+    def _apply(self, fn, *args, **kwargs):
+        """Module conversions (``.to``, ``.float``, ...) may replace tensors: forget the
+        cached stack and tensor lists."""
+        self._stack_cache, self._tensor_lists = None, {}
+        return super()._apply(fn, *args, **kwargs)
 
     @classmethod
     def build(cls, model: str, size: int, seed: int = 0, **hyperparameters) -> Committee:
@@ -87,7 +94,9 @@ class Committee(nn.Module):
         """Energies of every member; forces by autograd when asked.
 
         create_graph keeps the graph of the forces so a loss built on them (the attack
-        objective, a force-matching loss) can be differentiated again.
+        objective, a force-matching loss) can be differentiated again. In evaluation mode
+        a vectorized committee reads its weights from a cached stack: gradients then reach
+        positions (and cells), not the members' parameters; training mode keeps both.
         """
         create_graph = create_graph or self.training
         if not self.vectorized:
@@ -100,23 +109,31 @@ class Committee(nn.Module):
                 pos = pos.detach().requires_grad_(True)
             expanded = pos.unsqueeze(0).expand(self.size, *pos.shape)
             graph = MemberGraph.shared(batch, expanded, pairs)
-            energy = type(first).members_energy(first, self.stacked(), graph)  # [M, B]
+            weights = self.stacked(differentiable=self.training)
+            energy = type(first).members_energy(first, weights, graph)  # [M, B]
             if not forces:
                 return CommitteeOutput(energy, None)
             (grad,) = torch.autograd.grad(energy.sum(), expanded, create_graph=create_graph)
         return CommitteeOutput(energy, -grad)
 
-    def stacked(self, members: list[int] | None = None) -> dict[str, torch.Tensor]:
+    def stacked(self, members: list[int] | None = None, differentiable: bool = True
+                ) -> dict[str, torch.Tensor]:
         """The chosen members' (default: all) parameters and buffers stacked, name -> [M, ...].
 
-        Without gradients to the parameters (attacks, NN-MD, evaluation) the stack is cached
-        until a parameter or buffer changes (tracked by tensor versions), so a step does not
-        copy the weights again."""
+        ``differentiable``: a fresh stack through which gradients reach each member's own
+        parameters (training). Otherwise (evaluation, attacks, NN-MD: gradients with respect
+        to positions only) a detached stack is cached until a parameter or buffer changes
+        (tracked by tensor versions and storage), so a step does not copy the weights again.
+        """
         chosen = list(self.members) if members is None else [self.members[k] for k in members]
-        tensors = [t for m in chosen for t in itertools.chain(m.parameters(), m.buffers())]
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        if differentiable:
             return stack_members(chosen)
-        key = (tuple(id(m) for m in chosen), tuple(t._version for t in tensors),
+        ids = tuple(id(m) for m in chosen)
+        if ids not in self._tensor_lists:  # walking the module trees costs more than a step
+            self._tensor_lists[ids] = [t for m in chosen
+                                       for t in itertools.chain(m.parameters(), m.buffers())]
+        tensors = self._tensor_lists[ids]
+        key = (ids, tuple(t._version for t in tensors),
                tuple(t.data_ptr() for t in tensors))
         if self._stack_cache is None or self._stack_cache[0] != key:
             with torch.no_grad():
