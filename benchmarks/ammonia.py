@@ -36,9 +36,8 @@ def make_test_set(path: Path, config: dict, frames: int, seed: int = 100) -> Non
     from ase.build import molecule
 
     from advsample.config import parse_config
-    from advsample.initial_data import oracle_md
+    from advsample.initial_data import oracle_md, relaxed
     from advsample.oracles import make_oracle
-    from advsample.umbrella import relaxed
 
     oracle = make_oracle(parse_config(config).oracle.spec())
     start = relaxed(molecule("NH3"), oracle.calculator())

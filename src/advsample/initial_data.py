@@ -17,12 +17,22 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixCom
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, ZeroRotation
+from ase.optimize import BFGS
 
 from advsample.oracles.base import Oracle
 
 # ħ in eV per sqrt(eV / (Å² amu)): ħω (eV) = HBAR * sqrt(λ) for a mass-weighted Hessian
 # eigenvalue λ in eV / (Å² amu)
 HBAR = units._hbar * 1e10 / np.sqrt(units._e * units._amu)
+
+
+def relaxed(atoms: Atoms, calculator, fmax: float = 0.005, steps: int = 200) -> Atoms:
+    """A copy of ``atoms`` relaxed with ``calculator`` (symmetry is kept by the forces)."""
+    out = atoms.copy()
+    out.calc = calculator
+    BFGS(out, logfile=None).run(fmax=fmax, steps=steps)
+    out.calc = None
+    return out
 
 
 def oracle_md(

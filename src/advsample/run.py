@@ -167,7 +167,7 @@ def make_initial_data(config: RunConfig, store, oracle, run_dir: Path | None) ->
     else:
         atoms = initial_structure(config)
         if init.optimize_first:
-            from advsample.umbrella import relaxed
+            from advsample.initial_data import relaxed
 
             atoms = relaxed(atoms, oracle.calculator())
         if init.method == "md":

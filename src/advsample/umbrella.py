@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 from ase import Atoms
-from ase.optimize import BFGS
 
 
 def umbrella_coordinate(positions: np.ndarray) -> np.ndarray:
@@ -19,15 +18,6 @@ def umbrella_coordinate(positions: np.ndarray) -> np.ndarray:
     normal = np.cross(b - a, d - a)
     normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
     return np.sum((c - (a + b + d) / 3) * normal, axis=-1)
-
-
-def relaxed(atoms: Atoms, calculator, fmax: float = 0.005, steps: int = 200) -> Atoms:
-    """A copy of ``atoms`` relaxed with ``calculator`` (symmetry is kept by the forces)."""
-    out = atoms.copy()
-    out.calc = calculator
-    BFGS(out, logfile=None).run(fmax=fmax, steps=steps)
-    out.calc = None
-    return out
 
 
 def inversion_path(minimum: Atoms, planar: Atoms, n_points: int = 21) -> list[Atoms]:

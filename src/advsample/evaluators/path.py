@@ -65,7 +65,8 @@ def umbrella_inversion(atoms: Atoms, oracle, points: int = 21) -> tuple[list[Ato
     """NH3-like inversion: the oracle's relaxed pyramidal minimum through its relaxed planar
     transition state to the mirror minimum (``points`` geometries, centre atom first), and
     the umbrella coordinate h (Å) of each."""
-    from advsample.umbrella import inversion_path, relaxed, umbrella_coordinate
+    from advsample.initial_data import relaxed
+    from advsample.umbrella import inversion_path, umbrella_coordinate
 
     calc = oracle.calculator()
     minimum = relaxed(atoms, calc)
