@@ -11,6 +11,11 @@ member its own bootstrap minibatch of 16 NH3 structures, energy + forces loss, b
 Langevin NN-MD step of 32 NH3 runs (stability test). Each setting is timed ``--repeats`` times,
 interleaved, and the fastest kept (a busy machine slows every setting alike; the minimum is
 the least disturbed). Writes <out-dir>/committee_cost.{json,md}.
+
+    PYTHONPATH=<checkout of an older version>/src python benchmarks/committee_cost.py --md-only
+
+only times the stability evaluation of the issue (4 members, 32 NH3 runs, ``--md-steps``
+steps) with whichever advsample is imported, so two versions can be compared.
 """
 
 from __future__ import annotations
@@ -26,10 +31,8 @@ from ase.calculators.emt import EMT
 
 from advsample.attack import AttackConfig, BoltzmannPrior, attack
 from advsample.committee import Committee
-from advsample.neighbors import select_pairs
 from advsample.stability import stability_test
 from advsample.structures import Batch
-from advsample.train import TrainConfig, _step_losses, member_training_indices
 
 MODEL = {"features": 32, "interactions": 2, "cutoff": 4.0, "n_rbf": 16}
 TASKS = {"train": "training step", "attack": "attack step", "md": "NN-MD step"}
@@ -56,13 +59,18 @@ def timed(fn, calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def measure(task: str, members: int, vectorize: bool, data: Batch, steps: int) -> float:
-    """Seconds per step of ``task`` for a committee of ``members`` evaluated either way."""
+def measure(task: str, members: int, vectorize: bool, data: Batch, steps: int,
+            compile_: bool = False) -> float:
+    """Seconds per step of ``task`` for a committee of ``members`` evaluated either way
+    (``compile_``: torch.compile, NN-MD only; the untimed first call compiles)."""
     committee = Committee.build("painn", members, seed=0, **MODEL)
     for m in committee.members:
         m.fit_statistics(data)
-    committee.vectorize = vectorize
+    committee.vectorize, committee.compile = vectorize, compile_
     if task == "train":
+        from advsample.neighbors import select_pairs
+        from advsample.train import TrainConfig, _step_losses, member_training_indices
+
         cfg = TrainConfig(batch_size=16)
         pairs = committee.members[0].pairs(data, cached=False)
         own = [member_training_indices(data.n_structures, cfg, m)[:16] for m in range(members)]
@@ -94,9 +102,18 @@ def main() -> None:
     parser = c.bench_args(__doc__.splitlines()[0], repeats=3)
     parser.add_argument("--members", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--steps", type=int, default=20, help="steps per timing")
+    parser.add_argument("--md-only", action="store_true", help="time only a stability test")
+    parser.add_argument("--md-steps", type=int, default=2000)
+    parser.add_argument("--compile", action="store_true", help="--md-only: torch.compile")
     args = parser.parse_args()
     torch.manual_seed(0)
     data = labelled_nh3(140)
+    if args.md_only:
+        times = [measure("md", 4, True, data, args.md_steps, args.compile)
+                 for _ in range(args.repeats)]
+        print(f"stability test, 4 members, 32 NH3 runs: {min(times) * args.md_steps:.1f} s "
+              f"for {args.md_steps} steps ({1e3 * min(times):.2f} ms per step)")
+        return
     best: dict[tuple, float] = {}
     for _ in range(args.repeats):
         for task, m, vec in itertools.product(TASKS, args.members, (False, True)):

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from helpers import FD_TOL
 
@@ -73,3 +74,20 @@ def test_vectorized_mlp_committee_equals_the_member_loop():
     assert committee.vectorize is False and Committee.build("mlp", 2, dim=2).vectorized
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_compiled_committee_equals_eager_for_nn_md():
+    from ase.build import molecule
+
+    frames = [molecule("NH3"), molecule("CH4")]
+    batch = Batch.from_atoms(frames, labels=False)
+    committee = Committee.build("painn", 2, features=8, interactions=1, cutoff=4.0, n_rbf=8)
+    committee.eval()
+    eager = committee(batch)
+    committee.compile = True
+    compiled = committee(batch)
+    torch.testing.assert_close(compiled.energy, eager.energy, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(compiled.forces, eager.forces, rtol=1e-5, atol=1e-5)
+    # attacks (create_graph) bypass the compiled function
+    assert committee(batch, create_graph=True).forces.requires_grad

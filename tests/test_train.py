@@ -231,3 +231,16 @@ def test_vectorized_training_equals_training_member_by_member():
         torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-9)
     assert a.member_epochs == b.member_epochs
     assert a.val_forces_rmse == pytest.approx(b.val_forces_rmse, rel=1e-9)
+
+
+def test_training_is_reproducible_with_a_fixed_seed():
+    data = toy_data(120, seed=9)
+    cfg = TrainConfig(epochs=10, batch_size=16, patience=1000, seed=11)
+    runs = []
+    for _ in range(2):
+        committee = Committee.build("mlp", 3, dim=2, width=16, depth=2, seed=2)
+        result = fit(committee, data, cfg)
+        runs.append(([p.detach().clone() for p in committee.parameters()], result.as_dict()))
+    for p, q in zip(runs[0][0], runs[1][0], strict=True):
+        assert torch.equal(p, q)
+    assert runs[0][1] == runs[1][1]

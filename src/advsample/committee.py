@@ -54,6 +54,11 @@ class Committee(nn.Module):
         self.vectorize = True  # evaluate members together where the model supports it
         self._stack_cache: tuple | None = None  # (key, stacked weights) see stacked()
         self._tensor_lists: dict[tuple, list] = {}  # members' ids -> their tensors
+        # torch.compile the energy of evaluation-mode passes without create_graph (NN-MD,
+        # evaluation; not attacks or training, whose double backward it cannot compile).
+        # Compiling takes about a minute on a CPU and pays off over long NN-MD runs.
+        self.compile = False
+        self._compiled = None
 
     def _apply(self, fn, *args, **kwargs):
         """Module conversions (``.to``, ``.float``, ...) may replace tensors: forget the
@@ -110,7 +115,10 @@ class Committee(nn.Module):
             expanded = pos.unsqueeze(0).expand(self.size, *pos.shape)
             graph = MemberGraph.shared(batch, expanded, pairs)
             weights = self.stacked(differentiable=self.training)
-            energy = type(first).members_energy(first, weights, graph)  # [M, B]
+            energy_fn = type(first).members_energy
+            if self.compile and not (create_graph or self.training):
+                energy_fn = self._compiled_energy()
+            energy = energy_fn(first, weights, graph)  # [M, B]
             if not forces:
                 return CommitteeOutput(energy, None)
             (grad,) = torch.autograd.grad(energy.sum(), expanded, create_graph=create_graph)
@@ -139,6 +147,13 @@ class Committee(nn.Module):
             with torch.no_grad():
                 self._stack_cache = (key, stack_members(chosen))
         return self._stack_cache[1]
+
+    def _compiled_energy(self):
+        """``members_energy`` through torch.compile (built once per committee; shapes are
+        dynamic, so new neighbour counts do not recompile)."""
+        if self._compiled is None:
+            self._compiled = torch.compile(type(self.members[0]).members_energy, dynamic=True)
+        return self._compiled
 
     def _forward_one_by_one(self, batch: Batch, forces: bool, create_graph: bool
                             ) -> CommitteeOutput:

@@ -124,7 +124,8 @@ class LoopSettings:
     g from g − 1's weights; parallel_training: one member per executor worker; kT: Boltzmann
     temperature (eV/atom); seeds: how many training structures to sample from (random subset;
     None: all); select: gate, de-duplication, cap; convergence: the uncertainty stop; dim:
-    coordinates per atom (3, or 1-2 for toys); device: "cpu", "cuda" or "auto"; seed: of
+    coordinates per atom (3, or 1-2 for toys); device: "cpu", "cuda" or "auto"; compile:
+    torch.compile the committee for NN-MD and evaluation (``Committee.compile``); seed: of
     everything random.
     """
 
@@ -142,6 +143,7 @@ class LoopSettings:
     convergence: ConvergenceRule = field(default_factory=ConvergenceRule)
     dim: int = 3
     device: str = "cpu"
+    compile: bool = False
     seed: int = 0
     progress: bool = True
 
@@ -261,6 +263,11 @@ class ActiveLearning:
     # ---------------------------------------------------------------- stages
     def train(self, g: int) -> Committee:
         """The committee of generation ``g``: loaded if trained before, else trained."""
+        committee = self._train(g)
+        committee.compile = self.settings.compile
+        return committee
+
+    def _train(self, g: int) -> Committee:
         s = self.settings
         if self.run_dir is None and ("committee", g) in self._memory:
             return self._memory[("committee", g)]

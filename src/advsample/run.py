@@ -108,7 +108,8 @@ def loop_settings(config: RunConfig, progress: bool = True) -> LoopSettings:
         convergence=ConvergenceRule(statistic=c.statistic, percentile=c.percentile,
                                     target=c.target, plateau_generations=c.plateau_generations,
                                     plateau_fraction=c.plateau_fraction),
-        dim=config.system.dim, device=config.device, seed=config.seed, progress=progress)
+        dim=config.system.dim, device=config.device, compile=config.committee.compile,
+        seed=config.seed, progress=progress)
 
 
 def make_sampler(config: RunConfig, generation: int, progress: bool = True):
