@@ -9,15 +9,19 @@ before the first step.
 
 from __future__ import annotations
 
+import io
 import json
 import math
+from pathlib import Path
 
+import ase.io
+import numpy as np
 import torch
 from ase.build import molecule
 from torch import nn
 
 from advsample.committee import Committee
-from advsample.stability import REASONS, stability_test, starting_bonds
+from advsample.stability import REASONS, judge_frames, stability_test, starting_bonds
 from advsample.structures import Batch
 
 NH3 = molecule("NH3")
@@ -132,3 +136,64 @@ def test_same_seed_same_outcome():
 
     assert run(0) == run(0)
     assert run(0) != run(1)
+
+
+# ------------------------------------------------------------------ the judge on real data
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _pairs(bonds) -> set:
+    return {tuple(sorted(p)) for p in zip(bonds.i.tolist(), bonds.j.tolist(), strict=True)}
+
+
+def test_every_n_h_bond_of_the_paper_ammonia_frames_is_found():
+    frames = ase.io.read(SHARED / "ammonia_paper.extxyz", ":")
+    energy = np.array([a.get_potential_energy() for a in frames])  # eV above the lowest
+    near = [a for a, e in zip(frames, energy, strict=True) if e < 0.5]  # 1000 K and below
+    for subset, tolerance in ((near, 1.2), (frames, 1.35)):
+        batch = Batch.from_atoms(subset, labels=False)
+        nh = {(4 * k, 4 * k + h) for k in range(len(subset)) for h in (1, 2, 3)}
+        assert _pairs(starting_bonds(batch, tolerance)) == nh  # every N-H, and no H-H
+    assert len(near) > 100
+    # the plain sum of covalent radii (tolerance 1) misses most of them (2 of 3)
+    batch = Batch.from_atoms(frames, labels=False)
+    assert len(_pairs(starting_bonds(batch, tolerance=1.0))) < len(frames) * 3 / 2
+
+
+def _complexes(n: int) -> list:
+    entries = json.loads((SHARED / "zeolites_host_guest.json").read_text())
+    small = [e for e in entries if e["cif"].count("\n") < 120][:n]
+    return [ase.io.read(io.StringIO(e["cif"]), format="cif") for e in small]
+
+
+def test_every_guest_bond_and_framework_si_o_bond_of_zeolite_complexes_is_found():
+    from ase.neighborlist import neighbor_list
+
+    complexes = _complexes(8)
+    for atoms in complexes:
+        batch = Batch.from_atoms([atoms], labels=False)
+        found = _pairs(starting_bonds(batch))
+        i, j, d = neighbor_list("ijd", atoms, 2.2)
+        symbols = atoms.get_chemical_symbols()
+        for a in range(len(atoms)):  # each H: the bond to its nearest neighbour
+            if symbols[a] == "H":
+                near = j[i == a][np.argmin(d[i == a])]
+                assert tuple(sorted((a, int(near)))) in found, (symbols[near], "H")
+            if symbols[a] == "Si":  # each Si: its four oxygens
+                oxygens = np.argsort(np.where(i == a, d, np.inf))[:4]
+                assert {symbols[j[k]] for k in oxygens} == {"O"}
+                for k in oxygens:
+                    assert tuple(sorted((a, int(j[k])))) in found
+
+
+def test_judge_fails_a_pulled_hydrogen_and_passes_thermal_frames():
+    frames = ase.io.read(SHARED / "ammonia_paper.extxyz", ":")
+    energies = np.array([a.get_potential_energy() for a in frames])
+    start = frames[int(np.argmin(energies))]
+    starts = Batch.from_atoms([start] * 3, labels=False)
+    pulled = start.copy()
+    bond = pulled.positions[1] - pulled.positions[0]
+    pulled.positions[1] = pulled.positions[0] + 1.7 * bond  # N-H 1.03 -> 1.75 Å
+    thermal = [a for a, e in zip(frames, energies, strict=True) if 0.02 < e < 0.05][0]
+    both = Batch.from_atoms([pulled, thermal, start], labels=False)
+    assert judge_frames(starts, both) == ["bond broken", "ok", "ok"]

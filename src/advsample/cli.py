@@ -145,7 +145,8 @@ def cmd_stability(args) -> None:
     starts = Batch.from_atoms(_read_labelled(args.starts, require_labels=False), labels=False)
     result = stability_test(committee, starts, temperature_K=args.temperature,
                             steps=args.steps, dt_fs=args.dt, floor=args.floor,
-                            bond_ceiling=args.bond_ceiling, runs_per_start=args.runs,
+                            bond_ceiling=args.bond_ceiling,
+                            bond_tolerance=args.bond_tolerance, runs_per_start=args.runs,
                             seed=args.seed, progress=True)
     summary = result.as_dict()
     if args.output:
@@ -218,6 +219,8 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--floor", type=float, default=0.5, help="closest allowed pair, Å")
     st.add_argument("--bond-ceiling", type=float, default=1.5,
                     help="largest allowed stretch of a starting bond (multiple)")
+    st.add_argument("--bond-tolerance", type=float, default=1.2,
+                    help="bonded at the start: closer than this times the covalent radii sum")
     st.add_argument("--seed", type=int, default=0)
     st.add_argument("--compile", action="store_true",
                     help="torch.compile the committee first (about a minute; pays off over "

@@ -260,6 +260,8 @@ class EvalStability(EvaluatorBase):
     steps: int = _field(2000, "steps per run", ge=1)
     timestep_fs: float = _field(0.5, "time step (fs)", gt=0)
     floor: float = _field(0.5, "closest allowed interatomic distance (Å)", gt=0)
+    bond_tolerance: float = _field(1.2, "two atoms are bonded at the start when closer than "
+                                   "this times the sum of their covalent radii", gt=1)
     bond_ceiling: float = _field(1.5, "largest allowed stretch of a starting bond (multiple "
                                  "of its start length)", gt=1)
     seed: int = _field(0, "seed of the runs' momenta and noise")

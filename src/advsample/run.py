@@ -204,7 +204,8 @@ def build_evaluators(config: RunConfig, oracle, run_dir: Path | None,
             out.append(StabilityEvaluator(
                 starts, name=name, temperature_K=spec.temperature_K, runs=spec.runs,
                 steps=spec.steps, timestep_fs=spec.timestep_fs, floor=spec.floor,
-                bond_ceiling=spec.bond_ceiling, seed=spec.seed, progress=progress))
+                bond_ceiling=spec.bond_ceiling, bond_tolerance=spec.bond_tolerance,
+                seed=spec.seed, progress=progress))
         elif spec.type == "path":
             if spec.file is not None:
                 frames = load_test_set(spec.file)

@@ -7,8 +7,10 @@ fails at the first step (0 = the start) where, checked in this order,
 - "non-finite energy": the energy, a force or a position is NaN or infinite;
 - "close contact": two atoms are closer than ``floor`` (Å);
 - "bond broken": a bond of the starting connectivity is longer than ``bond_ceiling`` times
-  its start length. Two atoms are bonded at the start if closer than the sum of their
-  covalent radii (ase.neighborlist.natural_cutoffs).
+  its start length. Two atoms are bonded at the start if closer than ``bond_tolerance``
+  (default 1.2) times the sum of their covalent radii (ase.neighborlist.natural_cutoffs):
+  the plain sum misses most bonds to hydrogen (N-H 1.03 Å against 1.02 Å, C-H 1.09 Å
+  against 1.07 Å), so a run could lose every H unnoticed.
 
 A failed run leaves the batch, so later steps cost only the runs still alive; each run
 draws its own noise whatever the others do, so its fate does not depend on theirs.
@@ -27,7 +29,6 @@ from ase.data import covalent_radii
 
 from advsample.committee import Committee
 from advsample.dynamics import (
-    MDState,
     committee_forces,
     init_state,
     langevin_step,
@@ -38,6 +39,7 @@ from advsample.progress import progress_bar
 from advsample.structures import Batch
 
 REASONS = ("ok", "non-finite energy", "close contact", "bond broken")
+BOND_TOLERANCE = 1.2  # bonded: closer than this times the sum of covalent radii
 
 
 @dataclass
@@ -102,8 +104,9 @@ class Bonds(NamedTuple):
                      self.length[mask])
 
 
-def starting_bonds(batch: Batch) -> Bonds:
-    """Pairs closer than the sum of their covalent radii in ``batch`` (d = 3).
+def starting_bonds(batch: Batch, tolerance: float = BOND_TOLERANCE) -> Bonds:
+    """Pairs closer than ``tolerance`` times the sum of their covalent radii in ``batch``
+    (d = 3).
 
     Molecules: all intra-structure pairs at once; periodic cells: ase neighbour lists (both
     directions of each bond are listed, which changes no check).
@@ -122,13 +125,14 @@ def starting_bonds(batch: Batch) -> Bonds:
         offsets = batch.offsets
         for k in torch.nonzero(periodic).flatten().tolist():
             atoms = batch.select([k]).to_atoms()[0]
-            pi, pj, cell_shift = neighbor_list("ijS", atoms, natural_cutoffs(atoms))
+            pi, pj, cell_shift = neighbor_list("ijS", atoms,
+                                               natural_cutoffs(atoms, mult=tolerance))
             cell_shift = torch.as_tensor(cell_shift, dtype=batch.dtype, device=batch.device)
             pi, pj = (torch.as_tensor(p, device=batch.device) + offsets[k] for p in (pi, pj))
             parts.append((pi, pj, cell_shift @ batch.cell[k]))
     i, j, shift = (torch.cat(column) for column in zip(*parts, strict=True))
     length = (batch.positions[j] - batch.positions[i] + shift).norm(dim=1)
-    bonded = length < radius[i] + radius[j]
+    bonded = length < tolerance * (radius[i] + radius[j])
     return Bonds(i[bonded], j[bonded], shift[bonded], length[bonded])
 
 
@@ -140,6 +144,7 @@ def stability_test(
     dt_fs: float = 0.5,
     floor: float = 0.5,
     bond_ceiling: float = 1.5,
+    bond_tolerance: float = BOND_TOLERANCE,
     runs_per_start: int = 1,
     seed: int = 0,
     friction_per_fs: float = 0.01,
@@ -149,14 +154,15 @@ def stability_test(
     ``dt_fs`` (fs) at ``temperature_K`` (K) with friction ``friction_per_fs`` (1/fs).
 
     floor: closest allowed interatomic distance (Å); bond_ceiling: largest allowed ratio of a
-    starting bond's length to its start length. Runs are seeded by ``seed``.
+    starting bond's length to its start length; bond_tolerance: what counts as a starting
+    bond (see :func:`starting_bonds`). Runs are seeded by ``seed``.
     """
     runs = starts.without_labels().repeat(runs_per_start)
     n_runs = runs.n_structures
     generator = torch.Generator().manual_seed(seed)  # on the CPU: same runs on every device
     forces_fn = committee_forces(committee)
     state = init_state(runs, forces_fn, temperature_K, generator)
-    bonds = starting_bonds(runs)
+    bonds = starting_bonds(runs, bond_tolerance)
     alive = torch.ones(n_runs, dtype=torch.bool, device=runs.device)
     failed_step = torch.full((n_runs,), -1, dtype=torch.long, device=runs.device)
     reason = torch.zeros(n_runs, dtype=torch.long, device=runs.device)  # index into REASONS
@@ -168,7 +174,8 @@ def stability_test(
             state = langevin_step(state, forces_fn, dt_fs, temperature_K, friction_per_fs,
                                   noise=noise[alive[runs.structure]])
             bar.update()
-        failure = _failure(state, bonds, floor, bond_ceiling)  # [alive runs]
+        failure = _failure(state.batch, state.forces, state.energy, bonds, floor,
+                           bond_ceiling)  # [alive runs]
         if not failure.any():
             continue
         live = torch.nonzero(alive).flatten()
@@ -193,14 +200,26 @@ def stability_test(
     )
 
 
-def _failure(state: MDState, bonds: Bonds, floor: float, bond_ceiling: float) -> torch.Tensor:
-    """long [B]: index into REASONS of each structure's failure (0 when sane)."""
-    batch = state.batch
+def judge_frames(starts: Batch, frames: Batch, floor: float = 0.5, bond_ceiling: float = 1.5,
+                 bond_tolerance: float = BOND_TOLERANCE) -> list[str]:
+    """The stability judge on given geometries: frame k (atoms as in start k) is one of
+    :data:`REASONS` by the rules of :func:`stability_test` (positions only; no forces)."""
+    bonds = starting_bonds(starts, bond_tolerance)
+    zeros = frames.positions.new_zeros(frames.positions.shape)
+    failure = _failure(frames, zeros, frames.positions.new_zeros(frames.n_structures), bonds,
+                       floor, bond_ceiling)
+    return [REASONS[r] for r in failure.tolist()]
+
+
+def _failure(batch: Batch, forces: torch.Tensor, energy: torch.Tensor, bonds: Bonds,
+             floor: float, bond_ceiling: float) -> torch.Tensor:
+    """long [B]: index into REASONS of each structure's failure (0 when sane), from positions
+    and forces [N, 3] and energies [B]."""
     b = batch.n_structures
-    bad = ~torch.isfinite(torch.cat([batch.positions, state.forces], dim=1)).all(dim=1)  # [N]
+    bad = ~torch.isfinite(torch.cat([batch.positions, forces], dim=1)).all(dim=1)  # [N]
     n_bad = torch.zeros(b, dtype=torch.long, device=batch.device)
     finite = n_bad.index_add(0, batch.structure, bad.long()) == 0
-    finite &= torch.isfinite(state.energy)
+    finite &= torch.isfinite(energy)
     close = min_interatomic_distance(batch, within=floor) < floor
     stretched = bonds.lengths(batch.positions) > bond_ceiling * bonds.length  # [P]
     n_broken = torch.zeros(b, dtype=torch.long, device=batch.device)

@@ -15,7 +15,8 @@ class StabilityEvaluator:
     """Langevin NN-MD on the committee mean from ``starts`` (ase.Atoms; None: the first
     structure of the initial data), ``runs`` runs per start of ``steps`` × ``timestep_fs`` fs
     at ``temperature_K``; a run fails on a close contact (< ``floor`` Å), a starting bond
-    stretched past ``bond_ceiling`` × its length, or a non-finite value (see
+    (closer than ``bond_tolerance`` × the sum of covalent radii at the start) stretched past
+    ``bond_ceiling`` × its length, or a non-finite value (see
     ``advsample.stability``). Metrics: fraction stable, counts per failure reason, median
     time to failure of the failed runs (fs)."""
 
@@ -27,6 +28,7 @@ class StabilityEvaluator:
     timestep_fs: float = 0.5
     floor: float = 0.5
     bond_ceiling: float = 1.5
+    bond_tolerance: float = 1.2
     friction_per_fs: float = 0.01
     seed: int = 0
     progress: bool = False
@@ -45,6 +47,7 @@ class StabilityEvaluator:
         result = stability_test(context.committee, starts.to(device=context.device),
                                 self.temperature_K, self.steps, self.timestep_fs,
                                 floor=self.floor, bond_ceiling=self.bond_ceiling,
+                                bond_tolerance=self.bond_tolerance,
                                 runs_per_start=self.runs, seed=self.seed,
                                 friction_per_fs=self.friction_per_fs, progress=self.progress)
         failed = result.time_to_failure_fs[~result.stable]
