@@ -51,3 +51,20 @@ def test_kabsch_rmsd_ignores_rotation_and_translation():
     c = a.clone()
     c[0, 0, 0] += 0.5
     assert kabsch_rmsd(a, c).item() > 0.05
+
+
+def test_rank_by_objective_uncertainty_or_at_random():
+    points = [[0.1 * k, -0.1 * k] for k in range(1, 9)]
+    objective = [8, 7, 6, 5, 4, 3, 2, 1]
+    uncertainty = [1, 2, 3, 4, 5, 6, 7, 8]
+    cands = _candidates(points, objective, uncertainty)
+    far = Batch.from_points([[5.0, 5.0]])
+    by = {rank: select(cands, far, 0.0, SelectConfig(max_new=3, rank=rank, seed=1)).tolist()
+          for rank in ("objective", "uncertainty", "random")}
+    assert by["objective"] == [0, 1, 2] and by["uncertainty"] == [7, 6, 5]
+    assert by["random"] == select(cands, far, 0.0, SelectConfig(max_new=3, rank="random",
+                                                                 seed=1)).tolist()
+    draws = {tuple(select(cands, far, 0.0, SelectConfig(max_new=3, rank="random",
+                                                        seed=s)).tolist()) for s in range(6)}
+    assert len(draws) > 1  # the seed changes the pick
+    assert by["random"] != by["objective"] or len(draws) > 1

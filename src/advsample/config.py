@@ -198,6 +198,9 @@ class SelectSettings(Strict):
                                    "other picks (Å RMSD, or toy units)", ge=0)
     metric: Literal["rmsd", "coordinates"] = _field("rmsd", "distance: RMSD after alignment "
                                                     "(molecules) or plain coordinates (toys)")
+    rank: Literal["objective", "uncertainty", "random"] = _field(
+        "objective", "order in which candidates above the gate are taken: by the attack's "
+        "objective, by σ²_F, or at random (MD-based AL's frames above the gate)")
 
 
 class ConvergenceSettings(Strict):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -280,6 +281,7 @@ class ActiveLearning:
         committee.to(self.device)
         cfg = replace(s.train, seed=s.seed * 100 + g, progress=s.progress)
         split = self.validation_split(generations)
+        start = time.perf_counter()
         if s.parallel_training:
             with self.parts.make_executor() as executor:
                 result = fit_members_separately(committee, data, cfg, executor,
@@ -288,7 +290,8 @@ class ActiveLearning:
             result = fit(committee, data, cfg, warm_start=previous is not None, split=split)
         committee.eval()
         self._save("train", g, {**result.as_dict(), "n_train": data.n_structures,
-                                "warm_start": previous is not None})
+                                "warm_start": previous is not None,
+                                "train_seconds": time.perf_counter() - start})
         if self.run_dir is None:
             self._memory[("committee", g)] = committee
         else:
@@ -323,16 +326,21 @@ class ActiveLearning:
             context = EvaluationContext(g, committee, data, generations, self.device, cache)
             for evaluator in missing:
                 log.info("generation %d: evaluating %s", g, evaluator.name)
-                metrics[evaluator.name] = evaluator.evaluate(context)
+                start = time.perf_counter()
+                metrics[evaluator.name] = {**evaluator.evaluate(context),
+                                           "seconds": time.perf_counter() - start}
                 self._save("metrics", g, metrics)
         return metrics
 
     def _label_counts(self, g: int) -> dict:
         """labels: ok structures of generations 0..g; labels_added: those after generation 0;
-        new_labels / failed_labels: generation g's ok / failed oracle calls."""
+        new_labels / failed_labels: generation g's ok / failed oracle calls; oracle_seconds:
+        their wall time (s)."""
         count = self.store.count
         labels = sum(count(generation=h, status="ok") for h in range(g + 1))
+        seconds = sum(r.get("seconds") or 0.0 for r in self.store.rows(generation=g))
         return {"labels": labels, "labels_added": labels - count(generation=0, status="ok"),
+                "oracle_seconds": seconds,
                 "new_labels": count(generation=g, status="ok") if g else 0,
                 "failed_labels": count(generation=g, status="failed")}
 
@@ -352,11 +360,12 @@ class ActiveLearning:
             rng = np.random.default_rng(s.seed * 1000 + g)
             seed_index = torch.as_tensor(np.sort(rng.choice(training.n_structures, s.seeds,
                                                             replace=False)), device=self.device)
-        select_cfg = s.select
+        select_cfg = replace(s.select, seed=s.select.seed * 1000 + g)
         if s.label_budget is not None:
             select_cfg = replace(select_cfg, max_new=max(0, min(
                 select_cfg.max_new, s.label_budget - self.sampled_labels())))
         sampler = self.parts.make_sampler(g)
+        start = time.perf_counter()
         result = sample_generation(committee, training, sampler, s.kT, select_cfg,
                                    seeds=training.select(seed_index))
         cands = result.candidates
@@ -366,7 +375,8 @@ class ActiveLearning:
                  "above_gate": int((uncertainty > result.threshold).sum()),
                  "chosen": len(result.chosen),
                  "uncertainty_max": float(uncertainty.max()) if len(cands) else float("nan"),
-                 "uncertainty_statistic": s.convergence.value(uncertainty)}
+                 "uncertainty_statistic": s.convergence.value(uncertainty),
+                 "seconds": time.perf_counter() - start}
         self._save("sampling", g, stats)
         if self.run_dir is not None:
             _write_candidates(self.generation_dir(g) / "candidates.extxyz", cands, result.chosen)

@@ -26,7 +26,10 @@ class SelectConfig:
     the training set's σ²_F (ignored if gate_absolute, in (eV/Å)², is set); min_separation:
     smallest allowed distance to training data and other picks (Å, or toy units); metric:
     "coordinates" (RMS of coordinate differences, no alignment: toys) or "rmsd" (RMSD after
-    optimal rotation and translation, same atom order: molecules)."""
+    optimal rotation and translation, same atom order: molecules); rank: the order in which
+    gated candidates are taken: "objective" (log L, the attack's), "uncertainty" (σ²_F) or
+    "random" (no preference among those above the gate, as MD-based AL takes its frames;
+    seeded by ``seed``)."""
 
     max_new: int = 20
     gate_percentile: float | None = 80.0
@@ -34,6 +37,8 @@ class SelectConfig:
     min_separation: float = 0.01
     metric: str = "coordinates"
     reduce: str = "mean"
+    rank: str = "objective"
+    seed: int = 0
 
 
 def training_uncertainty(committee: Committee, training: Batch, reduce: str = "mean",
@@ -104,12 +109,19 @@ def kabsch_rmsd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def select(candidates: Candidates, training: Batch, threshold: float,
            cfg: SelectConfig) -> torch.Tensor:
-    """Indices of the chosen candidates (long [n_chosen] on the candidates' device, ranked by
-    objective)."""
+    """Indices of the chosen candidates (long [n_chosen] on the candidates' device, in the
+    order of ``cfg.rank``)."""
     ok = candidates.feasible & torch.isfinite(candidates.objective)
     ok &= candidates.uncertainty > threshold
     order = torch.nonzero(ok).flatten()
-    order = order[torch.argsort(candidates.objective[order], descending=True)]
+    if cfg.rank == "random":
+        shuffle = torch.randperm(len(order), generator=torch.Generator().manual_seed(cfg.seed))
+        order = order[shuffle.to(order.device)]
+    elif cfg.rank in ("objective", "uncertainty"):
+        key = candidates.objective if cfg.rank == "objective" else candidates.uncertainty
+        order = order[torch.argsort(key[order], descending=True)]
+    else:
+        raise ValueError(f"rank must be objective, uncertainty or random, got {cfg.rank!r}")
     chosen: list[int] = []
     for k in order.tolist():
         if len(chosen) >= cfg.max_new:
