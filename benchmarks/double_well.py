@@ -130,7 +130,7 @@ def plot_maps(run_dir: Path, method: str, path: Path, gens: list[int]) -> None:
 
 
 def summary(results: c.Results, criteria: dict) -> dict:
-    out = c.target_summary(results, criteria)
+    out = {m: {"labels_to_target": t} for m, t in c.target_summary(results, criteria).items()}
     for m, runs in results.items():
         rows, last = [r for h in runs for r in h], [h[-1] for h in runs]
         col = lambda rs, k: [c.metric(r, k) for r in rs]  # noqa: E731
@@ -158,8 +158,9 @@ def markdown(results: c.Results, settings: dict, summ: dict, criteria: dict, not
         "E(x, y) = 10x⁴ − 10x² + 2x + 4y⁴ on [−1.2, 1.2]² (box maximum 17.03). Each loop is "
         "`examples/double_well.yaml` run by the package's active-learning loop (seed = repeat "
         "index): 800 uniform points kept where E < −2 (left well only), a fresh committee of 5 "
-        "MLPs per generation, candidates from every training point, gate at the 80th "
-        "percentile of the training set's σ²_F, de-duplication, at most 20 new points. "
+        "MLPs per generation, 4 candidates per training point; every sampler's candidates pass "
+        "the gate (80th percentile of the training set's σ²_F), are ranked by the attack "
+        "objective log σ²_F − E/kT and de-duplicated; at most 20 are labelled. "
         "Generation 1 is the committee on the initial data (paper counting). *random*: "
         f"Gaussian displacement, σ = {settings['random_scale']:g} per coordinate (the median "
         "attack displacement of the earlier run); *uniform*: uniform points in the box; both "

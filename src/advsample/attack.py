@@ -166,7 +166,14 @@ def project(delta: torch.Tensor, seeds: Batch, cfg: AttackConfig) -> torch.Tenso
         delta.mul_(torch.clamp(cfg.max_displacement / norm, max=1.0))
     if cfg.box is not None:
         lo, hi = cfg.box
-        delta.copy_((seeds.positions + delta).clamp(lo, hi) - seeds.positions)
+        x0 = seeds.positions.detach()
+        step = (x0 + delta).clamp(lo, hi) - x0
+        for _ in range(2):  # x0 + (x - x0) may round one ulp past the wall: step back
+            x = x0 + step
+            step = torch.where(x > hi, torch.nextafter(step, step.new_tensor(-math.inf)), step)
+            step = torch.where(x0 + step < lo, torch.nextafter(step, step.new_tensor(math.inf)),
+                               step)
+        delta.copy_(step)
     if seeds.fixed is not None:
         delta[seeds.fixed] = 0.0
     return delta

@@ -174,9 +174,11 @@ def test_box_keeps_every_toy_point_inside():
     torch.testing.assert_close(x[~outside], raw[~outside], rtol=0, atol=1e-14)
 
 
-@pytest.mark.xfail(strict=True, reason="project() clamps δ, not X0 + δ: positions X0 + δ "
-                   "can land one rounding step outside the box")
 def test_box_bound_holds_exactly():
+    """X0 + δ never lands even one rounding step outside the box, for random draws and
+    attacks pushed against the walls."""
+    from advsample.attack import attack
+
     committee, prior, _ = toy()
     seeds = Batch.from_points(np.random.default_rng(0).uniform(-1.2, 1.2, (200, 2)))
     lo, hi = -1.2, 1.2
@@ -184,6 +186,10 @@ def test_box_bound_holds_exactly():
     x = GaussianDisplacementSampler(scale=3.0, config=cfg).propose(committee, seeds,
                                                                    prior).batch.positions
     assert x.min() >= lo and x.max() <= hi
+    attacked = attack(committee, seeds, prior, AttackConfig(steps=30, lr=0.2, box=(lo, hi),
+                                                            remove_translation=False))
+    y = attacked.batch.positions
+    assert y.min() >= lo and y.max() <= hi and (y.abs() == hi).any()  # some reached a wall
 
 
 def test_max_displacement_bounds_every_atom():
