@@ -190,7 +190,7 @@ def make_initial_data(config: RunConfig, store, oracle, run_dir: Path | None) ->
 def build_evaluators(config: RunConfig, oracle, run_dir: Path | None,
                      progress: bool = True) -> list:
     """The evaluators of ``config.evaluate``, their reference data loaded or generated."""
-    from advsample.evaluators.path import generated_path
+    from advsample.evaluators.path import COORDINATE_LABELS, generated_path
     from advsample.evaluators.test_set import load_test_set
     from advsample.store import read_extxyz
 
@@ -218,7 +218,7 @@ def build_evaluators(config: RunConfig, oracle, run_dir: Path | None,
                 frames, coordinate = generated_path(spec.generator, initial_structure(config),
                                                     oracle, cache, spec.points)
                 out.append(PathEvaluator(frames, name=name, coordinate=coordinate,
-                                         coordinate_label=f"{spec.generator} coordinate"))
+                                         coordinate_label=COORDINATE_LABELS[spec.generator]))
         elif spec.type == "coverage":
             out.append(CoverageEvaluator(spec.cvs, name=name, bins=spec.bins,
                                          ranges=spec.ranges))

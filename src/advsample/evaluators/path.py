@@ -80,6 +80,7 @@ def umbrella_inversion(atoms: Atoms, oracle, points: int = 21) -> tuple[list[Ato
 
 
 GENERATORS = {"umbrella_inversion": umbrella_inversion}
+COORDINATE_LABELS = {"umbrella_inversion": "umbrella coordinate h (Å)"}  # plot axes
 
 
 def generated_path(generator: str, atoms: Atoms, oracle, cache: Path | None,
