@@ -10,7 +10,7 @@ one oracle call on its lowest frame; initial.extxyz (the frames below 5 kcal/mol
 for every loop), path.extxyz (the oracle's inversion path, 21 points), minimum.extxyz (its
 first point, where the NN-MD stability runs start) and test.extxyz (the other frames + the
 path). Loops: examples/ammonia_xtb.yaml + benchmarks/configs/ammonia.yaml +
-benchmarks/configs/ammonia_dft.yaml (seed = repeat, sampler.type = method; ``--set`` as in
+benchmarks/configs/ammonia_dft.yaml (seed = repeat, the methods of ammonia.yaml; ``--set`` as in
 loops.py), judged by their path, test_set and stability evaluators (ammonia.py's metrics and
 target), in runs/benchmarks/ammonia_dft/<method>/repeat_<r>/ (resumable). Writes
 docs/benchmarks/ammonia_dft.{md,json} and ammonia_dft_curves.png.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import common
 from ammonia import EXAMPLE, KEYS, LOG, TARGET
-from loops import CONFIGS, benchmark, configure, parser, prepare
+from loops import CONFIGS, benchmark, configure, method_config, parser, prepare
 
 DATA = common.REPO.parent / "shared" / "data" / "ammonia_paper.extxyz"
 KCAL = 0.0433641042  # eV per kcal/mol
@@ -43,7 +43,7 @@ def make_reference(ref: Path, config: dict, data: Path, below_kcal: float, point
     from advsample.evaluators.path import generated_path
     from advsample.oracles import make_oracle
 
-    oracle = make_oracle(parse_config(config).oracle.spec())
+    oracle = make_oracle(parse_config(method_config(config)).oracle.spec())
     frames = ase.io.read(data, ":")
     rel = np.array([a.get_potential_energy() for a in frames])
     lowest = oracle.label(frames[int(np.argmin(rel))])
@@ -71,7 +71,7 @@ def make_reference(ref: Path, config: dict, data: Path, below_kcal: float, point
 
 
 def main():
-    p = parser(__doc__, "ammonia_dft", ["attack", "md"], repeats=2)
+    p = parser(__doc__, "ammonia_dft", ["attack", "md_300K"], repeats=2)
     p.add_argument("--data", type=Path, default=DATA, help="the paper's NH3 extxyz")
     p.add_argument("--below-kcal", type=float, default=5.0, help="initial data cut (kcal/mol)")
     p.add_argument("--path-points", type=int, default=21, help="points on the oracle path")

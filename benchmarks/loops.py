@@ -5,7 +5,7 @@ histories collected including unfinished loops, docs written.
 A driver (run as ``python benchmarks/<name>.py``, importing ``common`` and ``loops`` as
 top-level modules) builds its parser with ``parser``, fixes paths with ``prepare``, makes its
 reference data, then calls ``benchmark``: every method x repeat runs as one loop
-(``run_loop``: the config with sampler.type = method, seed = repeat, in
+(``run_loop``: the config of the method, see ``method_config``, seed = repeat, in
 <work dir>/<method>/repeat_<r>/, resumable), ``collect`` gathers the histories (finished
 ones' history.json, else the generations evaluated so far), and <out dir>/<name>.{md,json}
 and <name>_curves.png are written through common.py. Label counts are the package's
@@ -54,7 +54,8 @@ def set_key(config: dict, assignment: str) -> None:
 
 def configure(files: list[str], reference: Path, sets: list[str]) -> dict:
     """The run config: YAML ``files`` merged in order, "{reference}" made the repo-relative
-    path of ``reference``, ``sets`` applied; validated."""
+    path of ``reference``, ``sets`` applied; validated. A benchmark file's "methods" mapping
+    (method name -> config overrides) is kept under that key and validated per method."""
     from advsample.config import parse_config
 
     config = {}
@@ -64,8 +65,19 @@ def configure(files: list[str], reference: Path, sets: list[str]) -> dict:
     config = json.loads(text)
     for s in sets:
         set_key(config, s)
-    parse_config(config, " + ".join(files))
+    for name in config.get("methods", {}) or [None]:
+        parse_config(method_config(config, name), " + ".join(files) + f" ({name or 'base'})")
     return config
+
+
+def method_config(config: dict, method: str | None = None) -> dict:
+    """The run config of one method: the benchmark config without its "methods" mapping,
+    merged with that method's overrides (a name not in the mapping is a sampler type);
+    None: the shared part only (oracle, system, ... for reference data)."""
+    base = {k: v for k, v in config.items() if k != "methods"}
+    if method is None:
+        return base
+    return merge(base, config.get("methods", {}).get(method, {"sampler": {"type": method}}))
 
 
 def run_loop(config: dict, seed: int, run_dir: Path) -> list[dict]:
@@ -114,7 +126,7 @@ def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict
     ``keys``: metric -> title (a table and a panel each), ``target``: metric -> (op, value),
     ``log``: the metrics plotted on a log scale."""
     config = configure(files, args.work_dir / "reference", args.set)
-    fns = {m: partial(run_loop, merge(config, {"sampler": {"type": m}})) for m in args.methods}
+    fns = {m: partial(run_loop, method_config(config, m)) for m in args.methods}
     if not args.aggregate_only:
         common.run_repeats(fns, args.repeats, args.work_dir, args.workers)
     results, partial_runs = collect(args.methods, args.repeats, args.work_dir)

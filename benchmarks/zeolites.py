@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 
 import common
-from loops import CONFIGS, benchmark, configure, parser, prepare
+from loops import CONFIGS, benchmark, configure, method_config, parser, prepare
 
 DATA = common.REPO.parent / "shared" / "data" / "zeolites_host_guest.json"
 FILES = [f"{CONFIGS}/zeolites.yaml"]
@@ -91,7 +91,7 @@ def make_reference(ref: Path, args, config: dict) -> None:
     subset["initial"] = {"frames": args.initial_frames,
                          "temperature_K": args.initial_temperature}
     (ref / "subset.json").write_text(json.dumps(subset, indent=1))
-    spec = parse_config(config).oracle.spec()
+    spec = parse_config(method_config(config)).oracle.spec()
     jobs = [(t[3], spec, args.initial_frames, args.initial_temperature, k)
             for k, t in enumerate(training)]
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")
