@@ -5,13 +5,15 @@
     python benchmarks/ammonia.py --set loop.generations=2 --set evaluate.stability.runs=4 ...
 
 Loop = examples/ammonia_xtb.yaml merged with benchmarks/configs/ammonia.yaml, seed = repeat,
-the method's overrides from that file's ``methods`` (``--set KEY=VALUE`` overrides any key). Repeat r of every method starts
-from the same 300 K GFN2-xTB MD (seed r) and adds <= 20 labels per generation, judged by the
-config's evaluators: inversion-barrier error (path), errors on a 1000 K GFN2-xTB MD test set
-(test_set; made once in runs/benchmarks/ammonia/reference/), stable 10 ps NN-MD runs at
-300 K (stability_300K) and 2 ps at 1000 K (stability). Loops: runs/benchmarks/ammonia/<method>/repeat_<r>/ (resumable; history.json
-once finished). Writes docs/benchmarks/ammonia.{md,json} and ammonia_curves.png. The
-loop machinery is loops.py's; ammonia_dft.py shares EXAMPLE, KEYS, TARGET and LOG.
+the method's overrides from that file's ``methods`` (``--set KEY=VALUE`` overrides any key).
+Repeat r of every method starts from the same 300 K GFN2-xTB MD (seed r) and adds <= 20
+labels per generation, judged by the config's evaluators: inversion-barrier error (path),
+errors on a 1000 K GFN2-xTB MD test set (test_set; made once in
+runs/benchmarks/ammonia/reference/), stable 10 ps NN-MD runs at 300 K (stability_300K) and
+2 ps at 1000 K (stability). Loops: runs/benchmarks/ammonia/<method>/repeat_<r>/ (resumable;
+history.json once finished). Writes docs/benchmarks/ammonia.{md,json} and
+ammonia_curves.png. The loop machinery is loops.py's; ammonia_dft.py shares EXAMPLE, KEYS,
+TARGET and LOG.
 """
 
 from __future__ import annotations
