@@ -89,6 +89,7 @@ def committee_forces(committee: Committee) -> ForcesFn:
     committee.eval()
 
     def forces_fn(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Committee-mean energy [B] (eV) and forces [N, 3] (eV/Å), detached."""
         out = committee(batch, forces=True)
         return out.mean_energy.detach(), out.mean_forces.detach()
 

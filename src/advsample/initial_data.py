@@ -76,6 +76,7 @@ def oracle_md(
     frames: list[Atoms] = []
 
     def keep() -> None:
+        """Store the current frame with its raw labels."""
         forces = work.get_forces(apply_constraint=False)  # raw labels, not FixCom's
         frames.append(_labelled(work, work.get_potential_energy(), forces))
 

@@ -29,6 +29,7 @@ class _LogBar(tqdm):
     _last = ""
 
     def display(self, msg=None, pos=None):
+        """Write the bar as one whole line (skipping empty and repeated lines)."""
         text = (self.__str__() if msg is None else msg).strip()
         if text and text != self._last and (self.n or msg is not None):
             self.fp.write(text + "\n")
@@ -37,6 +38,7 @@ class _LogBar(tqdm):
         return True
 
     def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+        """Update the postfix without forcing a line (the next timed refresh shows it)."""
         super().set_postfix(ordered_dict, refresh=False, **kwargs)
 
 

@@ -239,6 +239,7 @@ class Batch:
         ``device``.
         """
         def conv(name, t):
+            """Field ``name`` moved to ``device`` (and floats to ``dtype``)."""
             if t is None:
                 return None
             if t.is_floating_point():
@@ -256,6 +257,7 @@ def concatenate(batches: list[Batch]) -> Batch:
     shift = np.cumsum([0] + [b.n_structures for b in batches[:-1]])
 
     def cat(name):
+        """Field ``name`` of every batch concatenated (None if some batch lacks it)."""
         vals = [getattr(b, name) for b in batches]
         if any(v is None for v in vals):
             if name == "fixed" and any(v is not None for v in vals):

@@ -63,6 +63,7 @@ class MemberGraph(NamedTuple):
         ref = batches[0].positions
 
         def pad(t: torch.Tensor, size: int, value) -> torch.Tensor:
+            """``t`` extended along its first dimension to ``size`` with ``value``."""
             extra = t.new_full((size - t.shape[0], *t.shape[1:]), value)
             return torch.cat([t, extra])
 

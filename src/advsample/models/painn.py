@@ -190,6 +190,7 @@ class PaiNN(EnergyModel):
         v = s.new_zeros(m, n, 3, f)
 
         def perceptron(x, name):
+            """Every member's two-layer SiLU perceptron ``name`` on x [M, ..., in]."""
             hidden = member_linear(x, p[f"{name}.0.weight"], p[f"{name}.0.bias"])
             return member_linear(torch.nn.functional.silu(hidden), p[f"{name}.2.weight"],
                                  p[f"{name}.2.bias"])
