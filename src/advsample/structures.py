@@ -257,7 +257,8 @@ def concatenate(batches: list[Batch]) -> Batch:
     shift = np.cumsum([0] + [b.n_structures for b in batches[:-1]])
 
     def cat(name):
-        """Field ``name`` of every batch concatenated (None if some batch lacks it)."""
+        """Field ``name`` of every batch concatenated (None if some batch lacks it; a missing
+        ``fixed`` mask is filled with False)."""
         vals = [getattr(b, name) for b in batches]
         if any(v is None for v in vals):
             if name == "fixed" and any(v is not None for v in vals):
