@@ -146,7 +146,11 @@ class EnergyModel(nn.Module, abc.ABC):
         scale = self.energy_scale.to(batch.dtype)
         return self.reference_energy(batch) + scale * self.network(batch)
 
-    supports_members = False  # subclasses with members_network evaluate M members at once
+    # Subclasses that evaluate M members at once set this and define the classmethod
+    # ``members_network(first, stacked, graph) -> [M, B]`` (dimensionless): ``first`` any
+    # member (for its hyperparameters), ``stacked`` every member's parameters and buffers
+    # (:func:`stack_members`). Models without it (MACE) are evaluated one member at a time.
+    supports_members = False
 
     def pairs(self, batch: Batch, cached: bool = True) -> Pairs | None:
         """Neighbour pairs the network needs (None: it needs none); ``cached`` may reuse a
@@ -154,18 +158,11 @@ class EnergyModel(nn.Module, abc.ABC):
         return None
 
     @classmethod
-    def members_network(cls, first: EnergyModel, stacked: dict[str, torch.Tensor],
-                        graph: MemberGraph) -> torch.Tensor:
-        """Dimensionless energies [M, B] of M members at once (``supports_members``):
-        ``first`` is any member (for its hyperparameters), ``stacked`` every member's
-        parameters and buffers stacked (:func:`stack_members`)."""
-        raise NotImplementedError(f"{cls.__name__} evaluates one member at a time")
-
-    @classmethod
     def members_energy(cls, first: EnergyModel, stacked: dict[str, torch.Tensor],
                        graph: MemberGraph) -> torch.Tensor:
         """Energies [M, B] (eV) of every member on its structures of ``graph``: reference
-        energies plus scaled network, as :meth:`forward` computes for one member."""
+        energies plus scaled network, as :meth:`forward` computes for one member (only for
+        models with ``supports_members``)."""
         dtype = graph.positions.dtype
         per_atom = torch.gather(stacked["element_energy"].to(dtype), 1, graph.numbers)
         reference = member_segment_sum(per_atom, graph.structure, graph.n_structures)
