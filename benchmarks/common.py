@@ -111,8 +111,8 @@ def run_repeats(methods: dict[str, Callable[[int, Path], History]], repeats: int
     """
     work_dir = Path(work_dir).resolve()
     jobs = []
-    for m, fn in methods.items():
-        for k in range(repeats):
+    for k in range(repeats):  # repeat-major: a partial run has every method's first repeats
+        for m, fn in methods.items():
             run_dir = work_dir / m / f"repeat_{k}"
             if not (run_dir / "history.json").exists():
                 run_dir.mkdir(parents=True, exist_ok=True)

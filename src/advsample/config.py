@@ -88,6 +88,20 @@ class OracleConfig(Strict):
                          "calculator")
     surface: Literal["double_well_2d", "double_well_1d"] = _field(
         "double_well_2d", "analytic: which surface (toy energy units)")
+    timeout_s: float | None = _field(None, "longest wall time of one label (s); a call that "
+                                     "takes longer is stopped and recorded as failed (null: "
+                                     "no limit; with a limit each call runs in a child "
+                                     "process)", gt=0)
+    reject_forces_above: float | None = _field(
+        100.0, "a label with any atom's force above this (eV/Å) is stored as rejected and "
+        "never trained on (null: no limit; the reject_ keys do not apply to toy surfaces)",
+        gt=0)
+    reject_energy_above: float | None = _field(
+        2.0, "a label more than this above the highest training energy per atom of the same "
+        "formula (eV/atom) is rejected (null: no limit)", gt=0)
+    reject_warnings: list[str] = Field(
+        default_factory=lambda: ["converge"], description="a label is rejected when the "
+        "oracle emitted a warning containing one of these words (case-insensitive)")
 
     def spec(self, box: tuple[float, float] | None = None) -> dict:
         """The dict ``advsample.oracles.make_oracle`` takes (``box``: a toy system's box)."""
@@ -104,6 +118,8 @@ class OracleConfig(Strict):
             spec.update(calculator=self.calculator, kwargs=self.kwargs)
         elif self.type == "analytic":
             spec.update(surface=self.surface, box=box)
+        if self.timeout_s is not None:
+            spec["timeout_s"] = self.timeout_s
         return spec
 
 

@@ -39,6 +39,7 @@ import torch
 
 from advsample.attack import BoltzmannPrior, Candidates
 from advsample.committee import Committee
+from advsample.screening import LabelScreen, energy_ceilings
 from advsample.select import SelectConfig, gate_threshold, select
 from advsample.structures import Batch
 from advsample.train import TrainConfig, fit, fit_members_separately, split_indices
@@ -127,7 +128,7 @@ class LoopSettings:
     None: all); select: gate, de-duplication, cap; convergence: the uncertainty stop; dim:
     coordinates per atom (3, or 1-2 for toys); device: "cpu", "cuda" or "auto"; compile:
     torch.compile the committee for NN-MD and evaluation (``Committee.compile``); seed: of
-    everything random.
+    everything random; screen: which fresh labels are rejected (None: none).
     """
 
     generations: int = 5
@@ -147,6 +148,7 @@ class LoopSettings:
     compile: bool = False
     seed: int = 0
     progress: bool = True
+    screen: LabelScreen | None = field(default_factory=LabelScreen)
 
 
 @dataclass
@@ -161,7 +163,8 @@ class LoopParts:
     ``map(fn, jobs)`` (see ``advsample.executors``).
     make_sampler: generation -> a sampler with ``name`` and ``propose(committee, seeds, prior)``.
     evaluators: objects with ``name`` and ``evaluate(context) -> dict`` (``advsample.evaluators``).
-    initial_data: fills generation 0 of the store; called while the store has none.
+    initial_data: makes or continues generation 0 of the store (labelled rows, or pending
+    rows the loop labels next); called at every start, it does nothing once complete.
     """
 
     store: Any
@@ -334,15 +337,16 @@ class ActiveLearning:
 
     def _label_counts(self, g: int) -> dict:
         """labels: ok structures of generations 0..g; labels_added: those after generation 0;
-        new_labels / failed_labels: generation g's ok / failed oracle calls; oracle_seconds:
-        their wall time (s)."""
+        new_labels / failed_labels / rejected_labels: generation g's ok / failed / rejected
+        oracle calls; oracle_seconds: their wall time (s)."""
         count = self.store.count
         labels = sum(count(generation=h, status="ok") for h in range(g + 1))
         seconds = sum(r.get("seconds") or 0.0 for r in self.store.rows(generation=g))
         return {"labels": labels, "labels_added": labels - count(generation=0, status="ok"),
                 "oracle_seconds": seconds,
                 "new_labels": count(generation=g, status="ok") if g else 0,
-                "failed_labels": count(generation=g, status="failed")}
+                "failed_labels": count(generation=g, status="failed"),
+                "rejected_labels": count(generation=g, status="rejected")}
 
     def sample(self, g: int, committee: Committee) -> tuple[int, str | None]:
         """Sample from generation ``g``'s committee, check convergence, and write the chosen
@@ -424,20 +428,27 @@ class ActiveLearning:
         pending = self.store.pending()
         if not pending:
             return
-        oracle = self.parts.oracle
+        oracle, screen = self.parts.oracle, self.settings.screen
+        structures = dict(pending)
+        ceilings = energy_ceilings(self.store.training_atoms()) if screen else {}
+
+        def record(row_id: int, result) -> None:
+            """Commit one label, screened (advsample.screening)."""
+            if screen is not None:
+                result = screen(result, structures[row_id], ceilings)
+            self.store.record(row_id, result, oracle)
+
         with self.parts.make_executor() as executor:
-            executor.label(oracle, pending,
-                           lambda row_id, result: self.store.record(row_id, result, oracle),
-                           progress=self.settings.progress)
+            executor.label(oracle, pending, record, progress=self.settings.progress)
 
     # ------------------------------------------------------------------- run
     def run(self) -> dict:
         """Run (or continue) the generations until a stopping rule holds; the final state."""
         s = self.settings
+        if self.parts.initial_data is not None:
+            self.parts.initial_data()  # made, continued, or nothing to do
         if self.store.count(generation=0) == 0:
-            if self.parts.initial_data is None:
-                raise ValueError("the store holds no initial data and none can be made")
-            self.parts.initial_data()
+            raise ValueError("the store holds no initial data and none can be made")
         self.label_pending()  # a run killed while labelling finishes those first
         reason = f"reached {s.generations} generations"
         for g in range(s.generations + 1):
@@ -458,6 +469,8 @@ class ActiveLearning:
                  "labels": sum(self.store.count(generation=h, status="ok") for h in range(g + 1)),
                  "failed": sum(self.store.count(generation=h, status="failed")
                                for h in range(g + 1)),
+                 "rejected": sum(self.store.count(generation=h, status="rejected")
+                                 for h in range(g + 1)),
                  "uncertainty_statistic": self.uncertainty_history(g),
                  "convergence": asdict(s.convergence)}
         if self.run_dir is not None:

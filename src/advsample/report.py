@@ -8,7 +8,7 @@ from ``advsample.evaluators.PLOTS``; nothing here knows a particular system.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +111,7 @@ def write_report(run_dir: str | Path) -> Path:
         cells = [_fmt(m.get(name, {}).get(key), f) for name, key, _, f in columns]
         lines.append(f"| {m['generation']} | {m['labels']} | {m['val_forces_rmse']:.4f} | "
                      f"{m['val_energy_rmse']:.5f} | " + " | ".join(cells) + " |")
-    lines += ["", "![generations](generations.png)", "",
+    lines += ["", *_label_outcomes(rows), "", "![generations](generations.png)", "",
               "Convergence: the candidates' σ²_F statistic per generation (the run stops "
               "when it no longer falls).", "", "![convergence](convergence.png)", ""]
     for name, es in entries.items():
@@ -123,6 +123,17 @@ def write_report(run_dir: str | Path) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _label_outcomes(rows: list[dict]) -> list[str]:
+    """One line counting the rows per status, and the most frequent reasons of the failed and
+    rejected ones."""
+    by_status = Counter(r["status"] for r in rows)
+    lines = ["Structures: " + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())) + "."]
+    reasons = Counter((r["status"], r["message"]) for r in rows
+                      if r["status"] in ("failed", "rejected"))
+    lines += [f"- {n} x {status}: {message}" for (status, message), n in reasons.most_common(5)]
+    return lines
 
 
 def _evaluator_plot(name: str, entries: list[tuple[int, dict]], out: Path, plt) -> Path:
@@ -192,11 +203,14 @@ def _generations_plot(rows: list[dict], metrics: list[dict], path: Path, plt) ->
     ax.set_title("oracle energy of labels (eV/atom above the lowest)")
     ax.set_xlabel("generation")
     ax = axes[1, 1]
-    labels = [sum(1 for r in rows if r["generation"] == g and r["status"] == "ok") for g in gens]
-    failed = [sum(1 for r in rows if r["generation"] == g and r["status"] == "failed")
-              for g in gens]
-    ax.bar(gens, labels, label="ok")
-    ax.bar(gens, failed, bottom=labels, label="failed", color="tab:red")
+    bottom = np.zeros(len(gens))
+    for state, colour in (("ok", "tab:blue"), ("rejected", "tab:orange"),
+                          ("failed", "tab:red")):
+        counts = np.array([sum(1 for r in rows if r["generation"] == g and r["status"] == state)
+                           for g in gens])
+        if state == "ok" or counts.any():
+            ax.bar(gens, counts, bottom=bottom, label=state, color=colour)
+        bottom += counts
     ax.set_title("labels per generation")
     ax.set_xlabel("generation")
     ax.legend()

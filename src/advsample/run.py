@@ -5,7 +5,7 @@ Layout of a run directory (see ``advsample.loop`` for the per-generation files):
 
     config.yaml          the configuration the run was started with
     labels.db            every structure with labels and provenance (advsample.store)
-    initial.extxyz       generated initial data (when made with the oracle)
+    initial/             initial data made with the oracle: cache and state (initial_stage)
     evaluators/          reference data evaluators computed once (e.g. a generated path)
     generations/gen_NNN/ committee, metrics, sampling statistics, candidates
     stopped.json         why the run ended
@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from functools import partial
 from pathlib import Path
-
-import ase.io
-from ase.build import molecule
 
 from advsample.attack import AttackConfig
 from advsample.config import RunConfig, load_config
@@ -31,9 +29,11 @@ from advsample.evaluators import (
     TestSetEvaluator,
 )
 from advsample.executors import make_executor
+from advsample.initial_stage import initial_structure, make_initial_data
 from advsample.loop import ActiveLearning, ConvergenceRule, LoopParts, LoopSettings
 from advsample.oracles import make_oracle
 from advsample.samplers import SAMPLERS
+from advsample.screening import LabelScreen
 from advsample.select import SelectConfig
 from advsample.store import MemoryStore, Store
 from advsample.train import TrainConfig
@@ -44,19 +44,47 @@ CONFIG_NAME = "config.yaml"
 
 def start(config_path: str | Path, run_dir: str | Path, progress: bool = True
           ) -> ActiveLearning:
-    """A new run from a YAML file, or the run already in ``run_dir`` (resumed with its own
-    stored configuration; a warning says so when the file given differs)."""
+    """A new run from a YAML file, or the run already in ``run_dir``.
+
+    A run whose generation-0 committee exists continues with its own stored configuration (a
+    warning says so when the file given differs). One that never got that far (e.g. it
+    failed on a bad initial file) takes the file given now: the oracle results it has are
+    kept when the system, oracle, initial data and seed are unchanged, and are moved aside
+    to ``superseded-<time>/`` otherwise.
+    """
     run_dir = Path(run_dir)
     stored = run_dir / CONFIG_NAME
+    config = load_config(config_path)
     if stored.exists():
-        if Path(config_path).exists() and Path(config_path).read_text() != stored.read_text():
+        if Path(config_path).read_text() == stored.read_text():
+            return resume(run_dir, progress)
+        if (run_dir / "generations" / "gen_000" / "committee.pt").exists():
             log.warning("%s already holds a run: continuing it with its own %s, not %s",
                         run_dir, CONFIG_NAME, config_path)
-        return resume(run_dir, progress)
-    config = load_config(config_path)
+            return resume(run_dir, progress)
+        _replace_unstarted(run_dir, load_config(stored), config)
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(config_path, stored)
     return build(config, run_dir, progress)
+
+
+def _replace_unstarted(run_dir: Path, old: RunConfig, new: RunConfig) -> None:
+    """Make way for ``new`` in a run that never trained generation 0 (see :func:`start`)."""
+    def origin(c: RunConfig) -> list:
+        """The settings the initial data and reference data depend on."""
+        return [c.system, c.oracle, c.initial, c.seed]
+
+    if origin(old) == origin(new):
+        log.warning("%s never trained generation 0: taking the new configuration and "
+                    "keeping its oracle results (same system, oracle and initial data)", run_dir)
+        return
+    aside = run_dir / time.strftime("superseded-%Y%m%d-%H%M%S")
+    aside.mkdir()
+    for name in ("labels.db", "initial", "evaluators", CONFIG_NAME):
+        if (run_dir / name).exists():
+            (run_dir / name).rename(aside / name)
+    log.warning("%s never trained generation 0: taking the new configuration; the earlier "
+                "one's data moved to %s", run_dir, aside)
 
 
 def resume(run_dir: str | Path, progress: bool = True) -> ActiveLearning:
@@ -89,6 +117,7 @@ def build(config: RunConfig, run_dir: str | Path | None, progress: bool = True
 def loop_settings(config: RunConfig, progress: bool = True) -> LoopSettings:
     """The loop's plain settings from a configuration."""
     t, s, sel, c = config.train, config.sampler, config.select, config.loop.convergence
+    o = config.oracle
     toy = config.system.dim < 3
     hyperparameters = dict(config.committee.hyperparameters)
     if config.committee.model == "mlp":
@@ -110,7 +139,10 @@ def loop_settings(config: RunConfig, progress: bool = True) -> LoopSettings:
                                     target=c.target, plateau_generations=c.plateau_generations,
                                     plateau_fraction=c.plateau_fraction),
         dim=config.system.dim, device=config.device, compile=config.committee.compile,
-        seed=config.seed, progress=progress)
+        seed=config.seed, progress=progress,
+        screen=None if toy else LabelScreen(  # toy surfaces have no eV scale
+            max_force=o.reject_forces_above, max_energy_above=o.reject_energy_above,
+            warning_words=tuple(o.reject_warnings)))
 
 
 def make_sampler(config: RunConfig, generation: int, progress: bool = True):
@@ -130,61 +162,6 @@ def make_sampler(config: RunConfig, generation: int, progress: bool = True):
                    interval=s.md_interval, max_uncertainty=s.md_max_uncertainty,
                    config=attack_cfg)
     return cls(config=attack_cfg)
-
-
-def initial_structure(config: RunConfig):
-    """The system's starting structure (ase.Atoms)."""
-    system = config.system
-    if system.molecule:
-        try:
-            return molecule(system.molecule)
-        except KeyError:
-            raise ValueError(f"system.molecule: ASE knows no molecule {system.molecule!r}"
-                             ) from None
-    path = Path(system.file)
-    if not path.exists():
-        raise FileNotFoundError(f"system.file {path} does not exist")
-    return ase.io.read(path)
-
-
-def make_initial_data(config: RunConfig, store, oracle, run_dir: Path | None) -> None:
-    """Generation 0: import the initial file, or generate frames with the oracle, once."""
-    init = config.initial
-    if init.file:
-        if run_dir is None:
-            from advsample.store import read_extxyz
-
-            store.add_labelled(read_extxyz(init.file))
-        else:
-            store.import_extxyz(init.file, generation=0, sampler="initial")
-        return
-    from advsample.initial_data import normal_mode_sampling, oracle_md, uniform_box_points
-
-    log.info("initial data: %s, %d frames", init.method, init.frames)
-    if init.method == "uniform_box":
-        if config.system.dim == 3:
-            raise ValueError("initial.method: uniform_box is for toy systems (system.dim 1 or 2)")
-        frames = uniform_box_points(oracle, init.frames, init.energy_max, config.system.box,
-                                    config.system.dim, seed=config.seed)
-    else:
-        atoms = initial_structure(config)
-        if init.optimize_first:
-            from advsample.initial_data import relaxed
-
-            atoms = relaxed(atoms, oracle.calculator())
-        if init.method == "md":
-            frames = oracle_md(atoms, oracle, init.temperature_K,
-                               steps=init.interval * (init.frames - 1),
-                               timestep_fs=init.timestep_fs, interval=init.interval,
-                               seed=config.seed)
-        else:
-            frames = normal_mode_sampling(atoms, oracle, init.temperature_K,
-                                          n_samples=init.frames, seed=config.seed)
-    if not frames:
-        raise ValueError("initial: no structure was generated (energy_max too low?)")
-    if run_dir is not None:
-        ase.io.write(run_dir / "initial.extxyz", frames, format="extxyz")
-    store.add_labelled(frames, generation=0, sampler="initial")
 
 
 def build_evaluators(config: RunConfig, oracle, run_dir: Path | None,

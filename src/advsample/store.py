@@ -8,8 +8,9 @@ parent      int    row id of the seed structure, -1 if none
 uncertainty float  committee uncertainty at selection (optional)
 objective   float  attack objective at selection (optional)
 oracle      str    name of the oracle that labelled it (optional)
-status      str    "pending" (selected, not labelled yet), "ok" or "failed"
-message     str    why a label failed ("" otherwise)
+status      str    "pending" (selected, not labelled yet), "ok", "failed" or "rejected"
+                   (labelled, but judged unusable: advsample.screening; never trained on)
+message     str    why a label failed or was rejected ("" otherwise)
 seconds     float  wall time of the oracle call (s)
 source      str    file a structure was imported from (imports only)
 
@@ -90,12 +91,13 @@ class Store:
     def record(self, row_id: int, result: LabelResult, oracle: Oracle | None = None) -> None:
         """Store the outcome of labelling row ``row_id`` (one transaction).
 
-        ok: energy and forces become the row's labels. failed: labels are removed. status,
-        message and seconds are set; with ``oracle`` its name and settings too.
+        ok and rejected: energy and forces become the row's labels (a rejected row is never
+        returned by :meth:`training_atoms`). failed: labels are removed. status, message and
+        seconds are set; with ``oracle`` its name and settings too.
         """
         atoms = self._db.get(id=row_id).toatoms()
         atoms.calc = None
-        if result.ok:
+        if result.energy is not None:
             atoms.calc = SinglePointCalculator(atoms, energy=result.energy, forces=result.forces)
         kvp: dict[str, Any] = {
             "status": result.status,
@@ -308,7 +310,7 @@ class MemoryStore:
         """The outcome of labelling row ``row_id``; see :meth:`Store.record`."""
         row = self._rows[row_id - 1]
         atoms = _without_labels(row["atoms"])
-        if result.ok:
+        if result.energy is not None:
             atoms.calc = SinglePointCalculator(atoms, energy=result.energy, forces=result.forces)
         row.update(atoms=atoms, status=result.status, message=result.message,
                    seconds=float(result.seconds))

@@ -10,6 +10,7 @@ Units follow ASE: energies in eV, forces in eV/Å, wall times in seconds.
 from __future__ import annotations
 
 import time
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,16 +28,19 @@ class LabelResult:
 
     energy:  total energy (eV), None when failed
     forces:  float [n_atoms, 3] (eV/Å), None when failed
-    status:  "ok" or "failed"
-    message: one line; empty when ok, the reason when failed
+    status:  "ok", "failed", or "rejected" (labels computed but judged unusable for
+             training, see :mod:`advsample.screening`; they are kept for inspection)
+    message: one line; empty when ok, the reason otherwise
     seconds: wall time of the call (s)
+    warnings: the Python warnings the oracle emitted during the call, one line each
     """
 
     energy: float | None
     forces: np.ndarray | None
-    status: Literal["ok", "failed"]
+    status: Literal["ok", "failed", "rejected"]
     message: str = ""
     seconds: float = 0.0
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -82,14 +86,17 @@ class Oracle(ABC):
         (which the calculators raise as errors) give ``status="failed"`` with a one-line message.
         Forces are the raw ones, with no constraint of ``atoms`` applied. Each call uses a new
         calculator, so a label never depends on earlier calls (an SCF restarted from the
-        previous structure's wavefunction would). ``atoms`` is not modified.
+        previous structure's wavefunction would). ``atoms`` is not modified. Warnings the
+        calculator emits are caught and returned in ``warnings``.
         """
         start = time.perf_counter()
         try:
-            work = atoms.copy()
-            work.calc = self.calculator()
-            energy = float(work.get_potential_energy())
-            forces = np.array(work.get_forces(apply_constraint=False), dtype=float)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                work = atoms.copy()
+                work.calc = self.calculator()
+                energy = float(work.get_potential_energy())
+                forces = np.array(work.get_forces(apply_constraint=False), dtype=float)
         except Exception as exc:  # every failure becomes a failed label
             return LabelResult.failed(describe_exception(exc), time.perf_counter() - start)
         seconds = time.perf_counter() - start
@@ -101,7 +108,9 @@ class Oracle(ABC):
             )
         if not np.isfinite(forces).all():
             return LabelResult.failed("non-finite forces", seconds)
-        return LabelResult(energy, forces, "ok", "", seconds)
+        said = tuple(dict.fromkeys(" ".join(str(w.message).split())[:MAX_MESSAGE]
+                                   for w in caught))
+        return LabelResult(energy, forces, "ok", "", seconds, said)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings!r})"
