@@ -13,6 +13,7 @@ from advsample.oracles.analytic import AnalyticOracle
 from advsample.oracles.ase_calc import ASECalculatorOracle
 from advsample.oracles.base import LabelResult, Oracle
 from advsample.oracles.pyscf import PySCFOracle
+from advsample.oracles.timeout import TimeLimitedOracle
 from advsample.oracles.xtb import XTBOracle
 
 
@@ -36,8 +37,15 @@ def make_oracle(spec: dict[str, Any]) -> Oracle:
     {"type": "emt"}, {"type": "analytic", "surface": "double_well_2d"},
     {"type": "ase", "calculator": "ase.calculators.lj:LennardJones",
     "kwargs": {"sigma": 2.5}}. Raises ValueError for an unknown type or bad arguments.
+
+    A "timeout_s" key (seconds; None: no limit) wraps the oracle of the other keys in a
+    :class:`TimeLimitedOracle`: {"type": "xtb", "timeout_s": 60}.
     """
     args = dict(spec)
+    if "timeout_s" in args:
+        timeout_s = args.pop("timeout_s")
+        inner = make_oracle(args)
+        return inner if timeout_s is None else TimeLimitedOracle(inner, timeout_s)
     kind = args.pop("type", None)
     if kind not in BUILDERS:
         raise ValueError(f"unknown oracle type {kind!r}; known types: {sorted(BUILDERS)}")
@@ -53,6 +61,7 @@ __all__ = [
     "LabelResult",
     "Oracle",
     "PySCFOracle",
+    "TimeLimitedOracle",
     "XTBOracle",
     "make_oracle",
 ]
