@@ -48,9 +48,10 @@ def _run_with_kills(tmp_path: Path, generations: int, kills: int, seed: int) -> 
     cmd = [sys.executable, "-m", "advsample.cli", "run", str(config), "--run-dir",
            str(run_dir), "--quiet"]
     rng, killed = random.Random(seed), 0
+    stderr = tmp_path / "stderr.log"
     while True:  # until a start is not killed and finishes
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+        with open(stderr, "w") as err:
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
         if killed < kills:
             try:
                 proc.wait(timeout=rng.uniform(2.0, 9.0))
@@ -59,8 +60,7 @@ def _run_with_kills(tmp_path: Path, generations: int, kills: int, seed: int) -> 
                 proc.wait()
                 killed += 1
                 continue
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-3000:]
+        assert proc.wait(timeout=600) == 0, stderr.read_text()[-3000:]
         break
     assert (run_dir / "stopped.json").exists()
     return {"log": log, "run_dir": run_dir, "killed": killed}
