@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -156,3 +158,24 @@ def test_one_call_attacks_a_thousand_seeds():
     cands = attack(committee, seeds, prior, AttackConfig(steps=5, box=surface.box,
                                                          remove_translation=False))
     assert len(cands) == seeds.n_structures and cands.feasible.all()
+
+
+def test_relative_energy_ceiling_is_never_exceeded_by_a_kept_step():
+    training = _molecules([4] * 8, [7, 1, 1, 1])
+    committee = Committee.build("mlp", 3, dim=3, width=8, depth=2).eval()
+    prior = BoltzmannPrior.from_training(training, 1.0)
+    e_train = prior.per_atom_energy(training.energy, training)
+    assert prior.e_max == pytest.approx(float(e_train.max()))
+    seeds = training.without_labels()
+    # put the training maximum at the median predicted energy of the seeds
+    predicted = prior.per_atom_energy(committee(seeds, forces=False).mean_energy.detach(), seeds)
+    prior = replace(prior, e_max=float(predicted.median()))
+    free = attack(committee, seeds, prior, AttackConfig(steps=30, lr=0.1, restarts=2))
+    above = prior.per_atom_energy(free.energy, free.batch) - prior.e_max
+    assert (above > 0).any()  # unconstrained, some kept steps are above: the test can fail
+    capped = attack(committee, seeds, prior, AttackConfig(steps=30, lr=0.1, restarts=2,
+                                                          energy_above_training=0.0))
+    kept = capped.feasible
+    assert kept.any()
+    above = prior.per_atom_energy(capped.energy, capped.batch) - prior.e_max
+    assert (above[kept] <= 1e-12).all()

@@ -132,3 +132,11 @@ def test_device_setting_resolves():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             loop_module.resolve_device("cuda")
+
+
+def test_auto_kT_is_the_spread_of_the_initial_per_atom_energies():
+    al = build(parse_config(toy_config(sampler={"kT": "auto"})), None, progress=False)
+    al.parts.initial_data()
+    energies = np.array([a.get_potential_energy() for a in al.store.training_atoms()])
+    assert al.kT() == pytest.approx(energies.max() - energies.min())  # one "atom" per point
+    assert build(parse_config(toy_config()), None, progress=False).kT() == 5.0

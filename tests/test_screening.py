@@ -49,7 +49,7 @@ class WarningEMT(EMT):
     """EMT whose every result comes with an SCF-style warning."""
 
     def calculate(self, *args, **kwargs):
-        warnings.warn("SCF not converged after 100 cycles; using the last density")
+        warnings.warn("SCF not converged after 100 cycles; using the last density", stacklevel=2)
         super().calculate(*args, **kwargs)
 
 

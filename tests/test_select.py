@@ -1,7 +1,15 @@
 import torch
 
 from advsample.attack import Candidates
-from advsample.select import SelectConfig, kabsch_rmsd, select
+from advsample.committee import Committee
+from advsample.select import (
+    SelectConfig,
+    choose_seeds,
+    farthest_points,
+    kabsch_rmsd,
+    select,
+    training_uncertainty,
+)
 from advsample.structures import Batch
 
 
@@ -68,3 +76,50 @@ def test_rank_by_objective_uncertainty_or_at_random():
                                                         seed=s)).tolist()) for s in range(6)}
     assert len(draws) > 1  # the seed changes the pick
     assert by["random"] != by["objective"] or len(draws) > 1
+
+
+def _clusters():
+    """Three tight clusters of 2D points; the first cluster has the best objectives."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0]] * 5 + [[5.0, 0.0]] * 5 + [[0.0, 5.0]] * 5,
+                           dtype=torch.float64)
+    points = centres + 0.1 * torch.randn(15, 2, generator=g, dtype=torch.float64)
+    objective = torch.tensor([10.0] * 5 + [5.0] * 5 + [1.0] * 5) + torch.arange(15) * 0.01
+    return points, objective
+
+
+def test_farthest_point_selection_spreads_over_the_clusters():
+    points, objective = _clusters()
+    cands = _candidates(points.tolist(), objective, [1.0] * 15)
+    training = Batch.from_points([[-20.0, -20.0]])
+    ranked = select(cands, training, 0.0, SelectConfig(max_new=3, min_separation=0.01))
+    assert set(ranked.tolist()) <= set(range(5))  # rank order: all from the best cluster
+    spread = select(cands, training, 0.0, SelectConfig(max_new=3, min_separation=0.01,
+                                                       diversity="fps"))
+    assert spread[0] == 4  # the best ranked first
+    assert sorted(int(k) // 5 for k in spread) == [0, 1, 2]  # one per cluster
+    # candidates within min_separation of training are skipped, and the budget is still filled
+    near = Batch.from_points([points[4].tolist()])
+    again = select(cands, near, 0.0, SelectConfig(max_new=3, min_separation=0.01,
+                                                  diversity="fps"))
+    assert 4 not in again.tolist() and len(again) == 3
+
+
+def test_farthest_points_stop_when_everything_left_is_a_duplicate():
+    batch = Batch.from_points([[0.0, 0.0], [0.0, 0.001], [3.0, 0.0]])
+    assert farthest_points(batch, 0, 5, "coordinates", min_separation=0.01) == [0, 2]
+
+
+def test_seed_choice_by_uncertainty_and_spread():
+    points, _ = _clusters()
+    training = Batch.from_points(points.tolist())
+    training.energy = torch.zeros(15, dtype=torch.float64)
+    committee = Committee.build("mlp", 3, dim=2, width=8, depth=2).eval()
+    variance = training_uncertainty(committee, training)
+    top = choose_seeds(committee, training, 4, "uncertainty", metric="coordinates")
+    assert set(top.tolist()) == set(torch.argsort(variance, descending=True)[:4].tolist())
+    spread = choose_seeds(committee, training, 3, "spread", metric="coordinates")
+    assert sorted(int(k) // 5 for k in spread) == [0, 1, 2]
+    chance = choose_seeds(committee, training, 5, "random", seed=1)
+    assert len(set(chance.tolist())) == 5 and chance.tolist() == sorted(chance.tolist())
+    assert len(choose_seeds(committee, training, None)) == 15

@@ -13,6 +13,8 @@ with like. Maximising log L has the same maxima as L = σ²_F · p without under
 The attack optimises δ with Adam for all seeds at once (every structure in one batch; the
 summed objective gives each seed its own gradient because structures do not interact) and
 keeps for each seed the step with the highest objective that satisfies the constraints.
+Besides δ it can optimise a strain of periodic cells and torsion angles θ about rotatable bonds
+of molecules (:mod:`advsample.torsions`): X = torsions(X0, θ) + δ, then the strain.
 """
 
 from __future__ import annotations
@@ -27,20 +29,25 @@ from advsample.geometry import min_interatomic_distance
 from advsample.models.base import fit_element_energies
 from advsample.progress import progress_bar
 from advsample.structures import Batch
+from advsample.torsions import TorsionSet, apply_torsions
 from advsample.uncertainty import force_variance
+
+TORSION_INIT_SCALE = 0.05  # rad: std of the initial θ, so that restarts of a seed differ
 
 
 @dataclass
 class BoltzmannPrior:
     """p(X) = exp(−e(X)/kT) / Q with e per atom after reference subtraction.
 
-    kT: eV per atom; element_energy: ε [119] eV; log_q: log Q; e_min: lowest training e (eV).
+    kT: eV per atom; element_energy: ε [119] eV; log_q: log Q; e_min, e_max: lowest and
+    highest training e (eV/atom).
     """
 
     kT: float
     element_energy: torch.Tensor
     log_q: float
     e_min: float
+    e_max: float = math.inf
 
     @classmethod
     def from_training(cls, training: Batch, kT: float) -> BoltzmannPrior:
@@ -51,7 +58,8 @@ class BoltzmannPrior:
         prior = cls(kT=kT, element_energy=eps, log_q=0.0, e_min=0.0)
         e = prior.per_atom_energy(training.energy.to(torch.float64), training)
         log_q = torch.logsumexp(-e / kT, 0) - math.log(e.numel())
-        return cls(kT=kT, element_energy=eps, log_q=float(log_q), e_min=float(e.min()))
+        return cls(kT=kT, element_energy=eps, log_q=float(log_q), e_min=float(e.min()),
+                   e_max=float(e.max()))
 
     def per_atom_energy(self, energy: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Total energies [B] (eV) -> e [B] (eV/atom) after subtracting Σ ε_Z."""
@@ -75,11 +83,20 @@ class AttackConfig:
     box: (lo, hi) bounds on every coordinate of X0 + δ (toys);
     min_distance: smallest allowed interatomic distance (steps below it are not kept);
     energy_ceiling: largest allowed e(X) − min_k e_k, eV/atom (steps above are not kept);
+    energy_above_training: largest allowed e(X) − max_k e_k, eV/atom: no kept step predicted
+    further above the highest training energy (steps above are not kept);
     remove_translation: subtract each structure's mean δ (atoms; off for one-point toys);
     strain: also optimise a symmetric strain ε [B, 3, 3] of periodic cells, applied to the cell
     and the positions alike (X = (X0 + δ)(I + ε), cell = cell0 (I + ε), so scaled coordinates
     follow the cell); max_strain bounds each component of ε; displacements: optimise δ (False
-    with strain gives a pure strain attack).
+    with strain gives a pure strain attack, False with torsions a pure torsion attack).
+    torsions: also optimise torsion angles θ [B, S] (rad) about bonds of molecules, applied
+    before δ (X = torsions(X0, θ) + δ, see :mod:`advsample.torsions`): None (no torsions),
+    "rotatable" (the rotatable bonds found from each seed's connectivity) or a list of
+    [j, k] bonds in local atom indices applied to every seed (k's side turns; the smaller
+    side is moved, which changes nothing but a rigid rotation); θ starts at N(0, 0.05²) rad;
+    torsion_lr: Adam learning rate of θ (rad); max_torsion: bound on each |θ| (rad, None:
+    free). max_displacement bounds δ only, and box cannot be combined with torsions.
     """
 
     steps: int = 300
@@ -91,10 +108,14 @@ class AttackConfig:
     box: tuple[float, float] | None = None
     min_distance: float | None = None
     energy_ceiling: float | None = None
+    energy_above_training: float | None = None
     remove_translation: bool = True
     strain: bool = False
     max_strain: float = 0.05
     displacements: bool = True
+    torsions: list | str | None = None
+    torsion_lr: float = 0.05
+    max_torsion: float | None = None
     seed: int = 0
     progress: bool = False
 
@@ -144,11 +165,14 @@ def score(committee: Committee, batch: Batch, prior: BoltzmannPrior, reduce: str
 
 def constraints_hold(batch: Batch, mean_energy: torch.Tensor, prior: BoltzmannPrior,
                      cfg: AttackConfig) -> torch.Tensor:
-    """bool [B]: minimum distance and energy ceiling satisfied, everything finite."""
+    """bool [B]: minimum distance and energy ceilings satisfied, everything finite."""
     ok = torch.isfinite(mean_energy)
-    if cfg.energy_ceiling is not None:
+    if cfg.energy_ceiling is not None or cfg.energy_above_training is not None:
         e = prior.per_atom_energy(mean_energy.detach(), batch)
-        ok &= (e - prior.e_min) <= cfg.energy_ceiling
+        if cfg.energy_ceiling is not None:
+            ok &= (e - prior.e_min) <= cfg.energy_ceiling
+        if cfg.energy_above_training is not None:
+            ok &= (e - prior.e_max) <= cfg.energy_above_training
     if cfg.min_distance is not None:
         ok &= min_interatomic_distance(batch, within=cfg.min_distance) >= cfg.min_distance
     return ok
@@ -179,13 +203,18 @@ def project(delta: torch.Tensor, seeds: Batch, cfg: AttackConfig) -> torch.Tenso
     return delta
 
 
-def deformed(seeds: Batch, delta: torch.Tensor, strain: torch.Tensor | None) -> Batch:
-    """Seeds displaced by δ [N, d] and, if given, strained by ε [B, d, d] (symmetrised).
+def deformed(seeds: Batch, delta: torch.Tensor, strain: torch.Tensor | None,
+             torsions: TorsionSet | None = None, theta: torch.Tensor | None = None) -> Batch:
+    """Seeds turned by torsions θ [B, S] (rad; when ``torsions`` and ``theta`` are given),
+    displaced by δ [N, d] and, if given, strained by ε [B, d, d] (symmetrised), in that order.
 
     Positions and cell are multiplied by I + ε so scaled coordinates are kept; ε only acts
     on periodic structures.
     """
-    positions = seeds.positions + delta
+    positions = seeds.positions
+    if torsions is not None and theta is not None:
+        positions = apply_torsions(positions, torsions, theta)
+    positions = positions + delta
     if strain is None:
         return seeds.with_positions(positions)
     periodic = seeds.pbc.any(dim=1).to(strain.dtype)[:, None, None]
@@ -240,6 +269,7 @@ def attack(committee: Committee, seeds: Batch, prior: BoltzmannPrior,
 
 def _attack(committee, seeds, prior, cfg, record_history):
     parent = torch.arange(seeds.n_structures, device=seeds.device).repeat_interleave(cfg.restarts)
+    torsions = _torsion_set(seeds, cfg)
     seeds = seeds.without_labels().repeat(cfg.restarts)
     x0 = seeds.positions.detach()
     gen = torch.Generator().manual_seed(cfg.seed)  # on the CPU: same δ0 on every device
@@ -253,9 +283,19 @@ def _attack(committee, seeds, prior, cfg, record_history):
     if cfg.strain:
         strain = x0.new_zeros(seeds.n_structures, x0.shape[1], x0.shape[1], requires_grad=True)
         variables.append(strain)
-    if not variables:
-        raise ValueError("nothing to optimise: displacements and strain are both off")
-    opt = torch.optim.Adam(variables, lr=cfg.lr)
+    theta = None
+    groups = [{"params": variables}] if variables else []
+    if torsions is not None:
+        torsions = torsions.repeat(cfg.restarts)
+        theta = torch.randn(seeds.n_structures, torsions.n_slots, generator=gen,
+                            dtype=x0.dtype, device="cpu").to(x0.device) * TORSION_INIT_SCALE
+        theta = _bound_torsions(theta * torsions.valid, cfg).requires_grad_(True)
+        if torsions.n_slots:
+            groups.append({"params": [theta], "lr": cfg.torsion_lr})
+    if not groups:
+        raise ValueError("nothing to optimise: displacements, strain and torsions are all off "
+                         "(or no seed has a torsion)")
+    opt = torch.optim.Adam(groups, lr=cfg.lr)
 
     b = seeds.n_structures
     best_obj = x0.new_full((b,), -math.inf)
@@ -264,9 +304,10 @@ def _attack(committee, seeds, prior, cfg, record_history):
     best_step = torch.full((b,), -1, dtype=torch.long, device=x0.device)
     best_delta = delta.detach().clone()
     best_strain = None if strain is None else strain.detach().clone()
+    best_theta = None if theta is None else theta.detach().clone()
     history = []
     for t in progress_bar(range(cfg.steps + 1), desc="attack", disable=not cfg.progress):
-        batch = deformed(seeds, delta, strain)
+        batch = deformed(seeds, delta, strain, torsions, theta)
         objective, var, mean_e = score(committee, batch, prior, cfg.reduce,
                                        create_graph=t < cfg.steps)
         with torch.no_grad():
@@ -280,6 +321,8 @@ def _attack(committee, seeds, prior, cfg, record_history):
             best_delta = torch.where(atom_better, delta.detach(), best_delta)
             if strain is not None:
                 best_strain = torch.where(better[:, None, None], strain.detach(), best_strain)
+            if theta is not None:
+                best_theta = torch.where(better[:, None], theta.detach(), best_theta)
             if record_history:
                 history.append(objective.detach().clone())
         if t == cfg.steps:
@@ -291,8 +334,13 @@ def _attack(committee, seeds, prior, cfg, record_history):
             project(delta, seeds, cfg)
             if strain is not None:
                 strain.clamp_(-cfg.max_strain, cfg.max_strain)
+            if theta is not None:
+                _bound_torsions(theta, cfg)
 
-    best = deformed(seeds, best_delta, best_strain)
+    best = deformed(seeds, best_delta, best_strain, torsions, best_theta)
+    moved = best_delta
+    if best_theta is not None:  # the largest atom move from the seed, strain aside
+        moved = apply_torsions(x0, torsions, best_theta) + best_delta - x0
     candidates = Candidates(
         batch=wrap_positions(best.with_positions(best.positions.detach())),
         objective=best_obj,
@@ -300,9 +348,31 @@ def _attack(committee, seeds, prior, cfg, record_history):
         energy=best_e,
         parent=parent,
         step=best_step,
-        displacement=largest_atom_displacement(best_delta, seeds),
+        displacement=largest_atom_displacement(moved, seeds),
         feasible=best_step >= 0,
     )
     if record_history:
         return candidates, torch.stack(history)
     return candidates
+
+
+def _torsion_set(seeds: Batch, cfg: AttackConfig) -> TorsionSet | None:
+    """The torsions of ``seeds`` (one entry per seed, before restarts) asked for by
+    ``cfg.torsions``, or None without torsions."""
+    if cfg.torsions is None:
+        return None
+    if cfg.box is not None:
+        raise ValueError("box bounds X0 + δ only: it cannot be combined with torsions")
+    if isinstance(cfg.torsions, str):
+        return TorsionSet.from_batch(seeds, cfg.torsions)
+    bonds = [tuple(int(i) for i in bond) for bond in cfg.torsions]
+    if any(len(bond) != 2 for bond in bonds):
+        raise ValueError(f"torsions must be [j, k] atom pairs, got {cfg.torsions!r}")
+    return TorsionSet.from_batch(seeds, [bonds] * seeds.n_structures)
+
+
+def _bound_torsions(theta: torch.Tensor, cfg: AttackConfig) -> torch.Tensor:
+    """θ [B, S] (rad) clamped in place to ±cfg.max_torsion (unchanged when None)."""
+    if cfg.max_torsion is not None:
+        theta.clamp_(-cfg.max_torsion, cfg.max_torsion)
+    return theta

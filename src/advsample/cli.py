@@ -1,49 +1,111 @@
 """``advsample run|attack|train|label|stability|status|report``: a thin shell over the Python API.
 
 Heavy imports happen inside each command so ``advsample --help`` is instant. Any problem
-with the user's input is one line on stderr and exit status 2.
+with the user's input or environment (a bad file, a missing package, a read-only folder, a
+full disk, a run directory in use) is one line on stderr and exit status 2; an interrupt is
+one line and exit status 130. Anything else is a bug: its traceback, a one-line hint, exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import logging
+import os
+import sqlite3
 import sys
+import traceback
 from pathlib import Path
+
+STORE_NAME = "labels.db"
+
+
+@contextlib.contextmanager
+def _naming_store(run_dir: Path):
+    """Inside the block, a database error names the run's store (sqlite's messages do not)."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(f"{run_dir / STORE_NAME}: {exc}") from exc
+
+
+def _start_or_resume(target: Path, run_dir: Path, progress: bool):
+    """The loop of a new run from the YAML ``target``, or of the run already in ``run_dir``.
+
+    An error of the configuration names its file. A new run that fails to start leaves no
+    ``config.yaml`` behind, so the corrected file is used next time (not the stored copy).
+    """
+    from advsample.run import CONFIG_NAME, resume, start
+    from advsample.runlock import LOCK_NAME
+
+    stored = run_dir / CONFIG_NAME
+    fresh = not stored.exists()
+    config = target if fresh else stored
+    try:
+        return resume(run_dir, progress) if target.is_dir() else start(target, run_dir, progress)
+    except BaseException as exc:
+        if fresh and stored.exists() and {p.name for p in run_dir.iterdir()} <= {
+                CONFIG_NAME, LOCK_NAME}:
+            stored.unlink()
+        if isinstance(exc, (ValueError, ImportError)) and str(config) not in str(exc):
+            raise ValueError(f"{config}: {exc}") from exc
+        raise
 
 
 def cmd_run(args) -> None:
-    """Run or continue an active-learning loop, then write its report."""
+    """Run or continue an active-learning loop, then write its report.
+
+    The run directory is locked (``advsample.runlock``) from before the run starts or resumes
+    until its report is written, so a second ``advsample run`` on it refuses.
+    """
     from advsample.report import write_report
-    from advsample.run import CONFIG_NAME, resume, start
+    from advsample.run import CONFIG_NAME
+    from advsample.runlock import RunLock
 
     target = Path(args.config)
     if target.is_dir():
         if not (target / CONFIG_NAME).exists():
             raise FileNotFoundError(f"{target} is a directory but not a run (no {CONFIG_NAME})")
-        al = resume(target, progress=not args.quiet)
+        run_dir = target
     else:
         run_dir = Path(args.run_dir or Path("runs") / target.stem)
-        al = start(target, run_dir, progress=not args.quiet)
-    print(f"run directory: {al.run_dir}")
-    state = al.run()
-    report = write_report(al.run_dir)
+    created = [d for d in (run_dir, *run_dir.parents) if not d.exists()]
+    run_dir.mkdir(parents=True, exist_ok=True)  # the lock lives in it
+    try:
+        with RunLock(run_dir), _naming_store(run_dir):
+            al = _start_or_resume(target, run_dir, progress=not args.quiet)
+            print(f"run directory: {al.run_dir}")
+            state = al.run()
+            report = write_report(al.run_dir)
+    finally:
+        for d in created:  # a run that never started leaves no empty directories behind
+            with contextlib.suppress(OSError):
+                d.rmdir()
     print(f"stopped: {state['reason']}; {state['labels']} labels "
           f"({state['failed']} failed); report: {report}")
 
 
 def cmd_status(args) -> None:
-    """Print where a run stands."""
+    """Print where a run stands, and which process runs it now if one does."""
     from advsample.report import status
+    from advsample.runlock import locked_by
 
-    print(status(args.run))
+    with _naming_store(Path(args.run)):
+        print(status(args.run))
+    holder = locked_by(args.run)
+    if holder is not None:
+        where = "" if holder["this_host"] else " (another host: cannot check it is alive)"
+        print(f"  running now: process {holder['pid']} on {holder['host']} since "
+              f"{holder.get('started', '?')} ({holder.get('command', '?')}){where}")
 
 
 def cmd_report(args) -> None:
     """Write a run's report (markdown and PNG plots) and print its path."""
     from advsample.report import write_report
 
-    print(write_report(Path(args.run)))
+    with _naming_store(Path(args.run)):
+        print(write_report(Path(args.run)))
 
 
 def _read_labelled(path: str, require_labels: bool):
@@ -249,8 +311,42 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _os_error_text(exc: OSError) -> str:
+    """One line for ``exc``, e.g. "cannot write runs/x/labels.db: Read-only file system"."""
+    if exc.filename is None or not exc.strerror:
+        text = exc.strerror or str(exc)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            text += " (free some space, then run the same command again)"
+        return text
+    name = os.fsdecode(exc.filename)
+    if exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+        return f"cannot write {name}: {exc.strerror}"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        readable = not os.path.exists(name) or os.access(name, os.R_OK)
+        return f"cannot {'write' if readable else 'read'} {name}: {exc.strerror}"
+    return f"{name}: {exc.strerror}"
+
+
+def error_text(exc: BaseException) -> str | None:
+    """The one-line message of an error caused by the user's input or environment, None for
+    anything else (a bug).
+
+    User errors are ValueError (advsample's ConfigError, CheckpointError, RunLocked, pydantic's
+    ValidationError are ValueErrors), ImportError (a missing optional package), OSError
+    (missing or unreadable files, read-only folders, a full disk) and sqlite3 errors.
+    """
+    if isinstance(exc, OSError):
+        text = _os_error_text(exc)
+    elif isinstance(exc, (ValueError, ImportError, sqlite3.DatabaseError)):
+        text = str(exc) or type(exc).__name__
+    else:
+        return None
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def main(argv=None) -> int:
-    """Entry point: parse ``argv``, run the command; 0 on success, 2 on bad input."""
+    """Entry point: parse ``argv``, run the command; 0 on success, 2 on bad input or a problem
+    of the environment, 130 when interrupted, 1 on a bug (with its traceback)."""
     from advsample.runtime import tune_allocator
 
     args = parser().parse_args(argv)
@@ -260,8 +356,18 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(message)s")
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        print(f"advsample: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        resumes = "; the run resumes with the same command" if args.command == "run" else ""
+        print(f"advsample: interrupted{resumes}", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        text = error_text(exc)
+        if text is None:
+            traceback.print_exc()
+            print(f"advsample: internal error ({type(exc).__name__}): a bug in advsample or a "
+                  "library it uses; please report it with the traceback above", file=sys.stderr)
+            return 1
+        print(f"advsample: error: {text}", file=sys.stderr)
         return 2
     return 0
 

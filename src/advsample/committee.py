@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import pickle
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,16 @@ from advsample.models import build_model, model_name
 from advsample.models.base import MemberGraph, stack_members
 from advsample.neighbors import Pairs
 from advsample.structures import Batch
+
+
+class CheckpointError(ValueError):
+    """A committee checkpoint that cannot be loaded: not a torch file, not a committee, or
+    written in another checkpoint format. The message is one line naming the file."""
+
+
+class _UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
+    """A checkpoint refused by weights-only loading; still a ``pickle.UnpicklingError`` for
+    callers that catch that."""
 
 
 @dataclass
@@ -200,13 +213,27 @@ class Committee(nn.Module):
 
     def save(self, path: str | Path) -> None:
         """Write :meth:`state` to ``path`` atomically (via a temporary file; parent folders are
-        created).
+        created). The state's ``"format"`` (``"advsample.committee/1"``) holds the checkpoint
+        format version that :meth:`load` checks. A failed write (full disk, read-only folder)
+        raises OSError naming ``path`` and leaves no temporary file behind.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(self.state(), tmp)
-        tmp.replace(path)  # atomic: a killed save never leaves a half-written checkpoint
+        try:
+            with open(tmp, "wb") as f:  # a file object: torch then raises OSError, not
+                torch.save(self.state(), f)  # a RuntimeError, when the disk is full
+            tmp.replace(path)  # atomic: a killed save never leaves a half-written checkpoint
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if exc.errno is None:
+                raise
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # name the target
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
     @classmethod
     def from_state(cls, state: dict) -> Committee:
@@ -224,9 +251,77 @@ class Committee(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> Committee:
-        """The committee saved at ``path`` on ``device``, in evaluation mode."""
+        """The committee saved at ``path`` on ``device``, in evaluation mode.
+
+        Loads with ``weights_only`` (tensors, numbers and strings; never code). Raises
+        FileNotFoundError when ``path`` does not exist, and :class:`CheckpointError` (one line
+        naming the file) when it is not a torch file, holds something other than a committee,
+        or was written in a checkpoint format other than 1. A checkpoint without a
+        ``"format"`` key is read as format 1. A file refused by weights-only loading raises an
+        error that is both a CheckpointError and a ``pickle.UnpicklingError``.
+        """
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"committee checkpoint {path} does not exist")
-        committee = cls.from_state(torch.load(path, weights_only=True, map_location="cpu"))
+        if path.is_dir():
+            raise CheckpointError(f"{path}: is a directory, not a committee checkpoint")
+        try:
+            with warnings.catch_warnings():  # what plain pickles (not checkpoints) trigger
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                state = torch.load(path, weights_only=True, map_location="cpu")
+        except (PermissionError, MemoryError):
+            raise  # the environment, not the file's content
+        except pickle.UnpicklingError as exc:
+            detail = str(exc).partition("WeightsUnpickler error:")[2].split()
+            detail = " ".join(detail).partition(" Check the documentation")[0]
+            if "Unsupported global" in detail:
+                detail = re.sub(r" was not an allowed global.*", "", detail)
+                raise _UnsafeCheckpointError(
+                    f"{path}: not loaded: it holds Python objects other than tensors, numbers "
+                    f"and strings (Weights only load failed: {detail})") from None
+            raise _UnsafeCheckpointError(
+                f"{path}: not a committee checkpoint (not a file written by torch.save; "
+                f"Weights only load failed: {detail or 'unreadable'})") from None
+        except Exception as exc:  # truncated or foreign files: EOFError, OSError, zip errors
+            detail = " ".join(str(exc).split()).split(". ")[0][:120]
+            detail = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+            raise CheckpointError(f"{path}: not a committee checkpoint (not a file written by "
+                                  f"torch.save, or truncated; {detail})") from None
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path}: not a committee checkpoint (holds a "
+                                  f"{type(state).__name__}, not a dict)")
+        reads = 1
+        fmt = state.get("format", f"advsample.committee/{reads}")
+        match = re.fullmatch(r"advsample\.committee/(\d+)", fmt) if isinstance(fmt, str) else None
+        version = fmt if isinstance(fmt, int) and not isinstance(fmt, bool) else (
+            int(match[1]) if match else None)
+        if version is None:
+            raise CheckpointError(f"{path}: not an advsample committee checkpoint "
+                                  f"(format {fmt!r})")
+        if version != reads:
+            raise CheckpointError(f"{path}: committee checkpoint format {version}, this "
+                                  f"advsample reads format {reads}")
+        kinds = {"model": str, "hyperparameters": dict, "members": list}
+        missing = [k for k in kinds if k not in state]
+        if missing:
+            keys = sorted(map(str, state))
+            keys = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
+            raise CheckpointError(f"{path}: not a committee checkpoint (no "
+                                  f"{', '.join(missing)}; keys: {keys or 'none'})")
+        wrong = [f"{k} is {type(state[k]).__name__}, not {kind.__name__}"
+                 for k, kind in kinds.items()
+                 if not isinstance(state[k], kind)]
+        members = state["members"]
+        if isinstance(members, list) and not (members and all(isinstance(m, dict)
+                                                              for m in members)):
+            wrong.append("members is not a non-empty list of state dicts")
+        if wrong:
+            raise CheckpointError(f"{path}: not a committee checkpoint ({'; '.join(wrong)})")
+        try:
+            committee = cls.from_state({**state, "format": f"advsample.committee/{reads}"})
+        except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+            detail = " ".join(str(exc).split())
+            detail = detail if len(detail) <= 200 else detail[:200] + " ..."
+            raise CheckpointError(f"{path}: not a usable committee checkpoint "
+                                  f"({detail})") from None
         return committee.to(device).eval()

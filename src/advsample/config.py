@@ -176,13 +176,17 @@ class SamplerConfig(Strict):
     type: Literal["attack", "random", "md", "uniform"] = _field(
         "attack", "sampler: attack (the method), random displacements, md (NN-MD active "
         "learning), uniform (toys: uniform points in the box)")
-    kT: float = _field(0.05, "Boltzmann temperature of the objective (eV/atom)", gt=0)
+    kT: float | Literal["auto"] = _field(
+        0.05, "Boltzmann temperature of the objective (eV/atom), or auto: the spread (max - "
+        "min) of the initial data's per-atom energies, fixed for the run and logged")
     steps: int = _field(200, "attack: Adam steps on the displacement", ge=1)
     lr: float = _field(0.01, "attack: Adam learning rate (Å)", gt=0)
     init_scale: float = _field(0.01, "attack: std of the initial displacement (Å)", ge=0)
     restarts: int = _field(4, "attacks (or random draws, MD runs) per seed", ge=1)
-    seeds: int | None = _field(None, "training structures used as seeds (random subset; "
-                               "null: all)", ge=1)
+    seeds: int | None = _field(None, "training structures used as seeds (null: all)", ge=1)
+    seed_choice: Literal["random", "uncertainty", "spread"] = _field(
+        "random", "which seeds when fewer than the training set: a random subset, the most "
+        "uncertain, or spread over the training set (farthest-point sampling)")
     reduce: Literal["mean", "max", "sum"] = _field("mean", "reduction of the per-atom force "
                                                    "variance to σ²_F of a structure")
     max_displacement: float | None = _field(0.6, "largest displacement of any atom from its "
@@ -191,6 +195,19 @@ class SamplerConfig(Strict):
                                         "no limit)", gt=0)
     energy_ceiling: float | None = _field(None, "largest allowed energy above the lowest "
                                           "training energy (eV/atom)", gt=0)
+    energy_above_training: float | None = _field(
+        0.1, "attack: no kept step predicted more than this above the highest training "
+        "energy (eV/atom; null: no limit; not applied to toys)", gt=0)
+    displacements: bool = _field(True, "attack: optimise Cartesian displacements (false with "
+                                 "torsions: a pure torsion attack)")
+    torsions: list[tuple[int, int]] | Literal["rotatable"] | None = _field(
+        None, "attack: also optimise torsion angles about these bonds ([j, k] atom index "
+        "pairs of every seed), or 'rotatable': every rotatable bond found from connectivity "
+        "(non-ring single bonds between non-terminal heavy atoms, amide C-N excluded)")
+    torsion_lr: float = _field(0.05, "attack: Adam learning rate of the torsion angles (rad)",
+                               gt=0)
+    max_torsion: float | None = _field(None, "attack: largest torsion change from the seed "
+                                       "(rad; null: free)", gt=0)
     random_scale: float = _field(0.1, "random: std of the Gaussian displacement (Å)", gt=0)
     md_temperature_K: float = _field(600.0, "md: NN-MD temperature (K)", gt=0)
     md_steps: int = _field(2000, "md: steps per trajectory", ge=1)
@@ -217,6 +234,9 @@ class SelectSettings(Strict):
     rank: Literal["objective", "uncertainty", "random"] = _field(
         "objective", "order in which candidates above the gate are taken: by the attack's "
         "objective, by σ²_F, or at random (MD-based AL's frames above the gate)")
+    diversity: Literal["none", "fps"] = _field(
+        "none", "none: take the gated candidates in rank order; fps: the best ranked, then "
+        "farthest-point sampling among the gated ones (distinct regions per generation)")
 
 
 class ConvergenceSettings(Strict):

@@ -40,7 +40,13 @@ import torch
 from advsample.attack import BoltzmannPrior, Candidates
 from advsample.committee import Committee
 from advsample.screening import LabelScreen, energy_ceilings
-from advsample.select import SelectConfig, gate_threshold, select
+from advsample.select import (
+    SelectConfig,
+    choose_seeds,
+    gate_threshold,
+    select,
+    training_energy,
+)
 from advsample.structures import Batch
 from advsample.train import TrainConfig, fit, fit_members_separately, split_indices
 
@@ -64,6 +70,10 @@ def sample_generation(committee: Committee, training: Batch, sampler, kT: float,
     labelled ``training`` set.
     """
     prior = BoltzmannPrior.from_training(training, kT)
+    # the energy ceiling's reference: the highest training energy by label or by the
+    # committee's own prediction, so a committee biased upward still has room to move
+    predicted = prior.per_atom_energy(training_energy(committee, training), training)
+    prior = replace(prior, e_max=max(prior.e_max, float(predicted.max())))
     seeds = training if seeds is None else seeds
     candidates = sampler.propose(committee, seeds.without_labels(), prior)
     threshold = gate_threshold(committee, training, select_cfg)
@@ -124,11 +134,13 @@ class LoopSettings:
     the initial data (None: no limit); model, committee_size, hyperparameters: the committee;
     train: training settings (its seed is set per generation); warm_start: start generation
     g from g − 1's weights; parallel_training: one member per executor worker; kT: Boltzmann
-    temperature (eV/atom); seeds: how many training structures to sample from (random subset;
-    None: all); select: gate, de-duplication, cap; convergence: the uncertainty stop; dim:
-    coordinates per atom (3, or 1-2 for toys); device: "cpu", "cuda" or "auto"; compile:
-    torch.compile the committee for NN-MD and evaluation (``Committee.compile``); seed: of
-    everything random; screen: which fresh labels are rejected (None: none).
+    temperature (eV/atom, or "auto": see :meth:`ActiveLearning.kT`); seeds: how many training
+    structures to sample from (None: all), seed_choice: which ("random", "uncertainty",
+    "spread": see ``select.choose_seeds``); select: gate, de-duplication, cap; convergence:
+    the uncertainty stop; dim: coordinates per atom (3, or 1-2 for toys); device: "cpu",
+    "cuda" or "auto"; compile: torch.compile the committee for NN-MD and evaluation
+    (``Committee.compile``); seed: of everything random; screen: which fresh labels are
+    rejected (None: none).
     """
 
     generations: int = 5
@@ -139,8 +151,9 @@ class LoopSettings:
     train: TrainConfig = field(default_factory=TrainConfig)
     warm_start: bool = False
     parallel_training: bool = False
-    kT: float = 0.05
+    kT: float | str = 0.05
     seeds: int | None = None
+    seed_choice: str = "random"
     select: SelectConfig = field(default_factory=SelectConfig)
     convergence: ConvergenceRule = field(default_factory=ConvergenceRule)
     dim: int = 3
@@ -213,6 +226,7 @@ class ActiveLearning:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.device = resolve_device(settings.device)
         self._memory: dict[tuple[str, int], Any] = {}
+        self._auto_kT: float | None = None
 
     # ------------------------------------------------------------------ files
     def generation_dir(self, g: int) -> Path:
@@ -359,18 +373,16 @@ class ActiveLearning:
             return existing, None
         s = self.settings
         training, ids, _ = self.training_set(g)
-        seed_index = torch.arange(training.n_structures, device=self.device)
-        if s.seeds is not None and s.seeds < training.n_structures:
-            rng = np.random.default_rng(s.seed * 1000 + g)
-            seed_index = torch.as_tensor(np.sort(rng.choice(training.n_structures, s.seeds,
-                                                            replace=False)), device=self.device)
+        seed_index = choose_seeds(committee, training, s.seeds, s.seed_choice,
+                                  seed=s.seed * 1000 + g, metric=s.select.metric,
+                                  reduce=s.select.reduce)
         select_cfg = replace(s.select, seed=s.select.seed * 1000 + g)
         if s.label_budget is not None:
             select_cfg = replace(select_cfg, max_new=max(0, min(
                 select_cfg.max_new, s.label_budget - self.sampled_labels())))
         sampler = self.parts.make_sampler(g)
         start = time.perf_counter()
-        result = sample_generation(committee, training, sampler, s.kT, select_cfg,
+        result = sample_generation(committee, training, sampler, self.kT(), select_cfg,
                                    seeds=training.select(seed_index))
         cands = result.candidates
         uncertainty = cands.uncertainty.detach().cpu().numpy()
@@ -410,6 +422,21 @@ class ActiveLearning:
             return 0, "no candidate passed the uncertainty gate"
         return 0, ("every candidate above the uncertainty gate duplicated a training structure "
                    "or another pick (select.min_separation)")
+
+    def kT(self) -> float:
+        """The Boltzmann temperature of the objective (eV/atom): the setting, or with "auto"
+        the spread (max − min) of the initial data's per-atom energies (reference energies
+        of the elements subtracted): a candidate as high as the highest initial structure is
+        then weighted e⁻¹ against the lowest. Fixed for the run (logged once)."""
+        if self.settings.kT != "auto":
+            return float(self.settings.kT)
+        if self._auto_kT is None:
+            initial, _, _ = self.training_set(0)
+            prior = BoltzmannPrior.from_training(initial, 1.0)
+            self._auto_kT = max(prior.e_max - prior.e_min, 1e-6)
+            log.info("kT auto: %.4g eV/atom (spread of the initial per-atom energies)",
+                     self._auto_kT)
+        return self._auto_kT
 
     def uncertainty_history(self, g: int) -> list[float]:
         """The convergence statistic of generations 0..g (NaN where not sampled)."""

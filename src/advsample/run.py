@@ -131,10 +131,11 @@ def loop_settings(config: RunConfig, progress: bool = True) -> LoopSettings:
                           val_fraction=t.val_fraction, patience=t.patience,
                           lr_patience=t.lr_patience, bootstrap=t.bootstrap),
         warm_start=t.warm_start, parallel_training=t.parallel, kT=s.kT, seeds=s.seeds,
+        seed_choice=s.seed_choice,
         select=SelectConfig(max_new=sel.max_new, gate_percentile=sel.gate_percentile,
                             gate_absolute=sel.gate_absolute, min_separation=sel.min_separation,
                             metric="coordinates" if toy else sel.metric, reduce=s.reduce,
-                            rank=sel.rank, seed=config.seed),
+                            rank=sel.rank, diversity=sel.diversity, seed=config.seed),
         convergence=ConvergenceRule(statistic=c.statistic, percentile=c.percentile,
                                     target=c.target, plateau_generations=c.plateau_generations,
                                     plateau_fraction=c.plateau_fraction),
@@ -152,6 +153,9 @@ def make_sampler(config: RunConfig, generation: int, progress: bool = True):
         steps=s.steps, lr=s.lr, init_scale=s.init_scale, restarts=s.restarts, reduce=s.reduce,
         max_displacement=s.max_displacement, min_distance=None if toy else s.min_distance,
         energy_ceiling=s.energy_ceiling, remove_translation=not toy,
+        energy_above_training=None if toy or s.type != "attack" else s.energy_above_training,
+        displacements=s.displacements, torsion_lr=s.torsion_lr, max_torsion=s.max_torsion,
+        torsions=[list(b) for b in s.torsions] if isinstance(s.torsions, list) else s.torsions,
         box=tuple(config.system.box) if toy else None,
         seed=config.seed * 1000 + generation, progress=progress)
     cls = SAMPLERS[s.type]

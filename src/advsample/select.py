@@ -4,11 +4,17 @@ Order (METHOD.md section 4): drop infeasible or non-finite candidates -> keep th
 uncertainty exceeds the gate -> rank by objective -> greedily accept a candidate only if it
 lies farther than ``min_separation`` from every training structure and every candidate
 already accepted -> stop at ``max_new``. The greedy pass is both de-duplication and a
-diversity filter: clusters of near-identical attack endpoints yield one label.
+diversity filter: clusters of near-identical attack endpoints yield one label. With
+``diversity="fps"`` the picks after the first (the best ranked) are made by farthest-point
+sampling among the gated candidates instead: each next pick is the one farthest from all
+picks so far, so a generation spends its budget on distinct regions rather than on the
+neighbourhood of one maximum. The same module chooses attack seeds (:func:`choose_seeds`).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +35,8 @@ class SelectConfig:
     optimal rotation and translation, same atom order: molecules); rank: the order in which
     gated candidates are taken: "objective" (log L, the attack's), "uncertainty" (σ²_F) or
     "random" (no preference among those above the gate, as MD-based AL takes its frames;
-    seeded by ``seed``)."""
+    seeded by ``seed``); diversity: "none" (take them in that order) or "fps"
+    (farthest-point sampling after the first, see the module docstring)."""
 
     max_new: int = 20
     gate_percentile: float | None = 80.0
@@ -39,6 +46,7 @@ class SelectConfig:
     reduce: str = "mean"
     rank: str = "objective"
     seed: int = 0
+    diversity: str = "none"
 
 
 def training_uncertainty(committee: Committee, training: Batch, reduce: str = "mean",
@@ -52,6 +60,19 @@ def training_uncertainty(committee: Committee, training: Batch, reduce: str = "m
         part = training.select(index)
         forces = committee(part.without_labels()).forces.detach()
         out.append(force_variance(forces, part.structure, part.n_structures, reduce))
+    return torch.cat(out)
+
+
+def training_energy(committee: Committee, training: Batch, chunk: int = 4096
+                    ) -> torch.Tensor:
+    """Committee-mean energy of every training structure [K] (eV)."""
+    committee.eval()
+    out = []
+    for start in range(0, training.n_structures, chunk):
+        index = torch.arange(start, min(start + chunk, training.n_structures),
+                             device=training.device)
+        part = training.select(index).without_labels()
+        out.append(committee(part, forces=False).mean_energy.detach())
     return torch.cat(out)
 
 
@@ -122,6 +143,18 @@ def select(candidates: Candidates, training: Batch, threshold: float,
         order = order[torch.argsort(key[order], descending=True)]
     else:
         raise ValueError(f"rank must be objective, uncertainty or random, got {cfg.rank!r}")
+    if cfg.diversity == "fps":
+        pool = candidates.batch.select(order)
+
+        def novel(i: int) -> bool:
+            """Whether pool structure i is farther than min_separation from training."""
+            return bool(distances_to(training, pool.select([i]), cfg.metric).min()
+                        > cfg.min_separation)
+
+        picks = farthest_points(pool, 0, cfg.max_new, cfg.metric, novel, cfg.min_separation)
+        return order[torch.as_tensor(picks, dtype=torch.long, device=order.device)]
+    if cfg.diversity != "none":
+        raise ValueError(f"diversity must be 'none' or 'fps', got {cfg.diversity!r}")
     chosen: list[int] = []
     for k in order.tolist():
         if len(chosen) >= cfg.max_new:
@@ -135,3 +168,53 @@ def select(candidates: Candidates, training: Batch, threshold: float,
                 continue
         chosen.append(k)
     return torch.tensor(chosen, dtype=torch.long, device=candidates.objective.device)
+
+
+def farthest_points(batch: Batch, first: int, n: int, metric: str,
+                    allowed: Callable[[int], bool] | None = None,
+                    min_separation: float = 0.0) -> list[int]:
+    """Up to ``n`` structure indices of ``batch`` by farthest-point sampling from ``first``.
+
+    Each next index is the structure whose distance (``metric``, see :func:`distances_to`) to
+    the nearest one taken so far is largest; a structure for which ``allowed`` is False is
+    skipped, and the sampling stops when every remaining structure lies within
+    ``min_separation`` of one taken. Structures of another composition count as infinitely
+    far. One distance row per structure examined: O(n · B) distances.
+    """
+    nearest = batch.positions.new_full((batch.n_structures,), math.inf)
+    taken: list[int] = []
+    current = first
+    while True:
+        if allowed is None or allowed(current):
+            taken.append(current)
+            nearest = torch.minimum(nearest, distances_to(batch, batch.select([current]),
+                                                          metric))
+        nearest[current] = -math.inf  # examined: never again
+        if len(taken) >= n:
+            return taken
+        current = int(torch.argmax(nearest))
+        if not nearest[current] > min_separation:
+            return taken
+
+
+def choose_seeds(committee: Committee, training: Batch, n: int | None, how: str = "random",
+                 seed: int = 0, metric: str = "rmsd", reduce: str = "mean") -> torch.Tensor:
+    """Indices (long, sorted) of the ``n`` training structures to attack from (all if None
+    or n >= K): "random" (uniform, seeded by ``seed``), "uncertainty" (the n with the highest
+    σ²_F under ``committee``) or "spread" (farthest-point sampling in ``metric`` from the most
+    uncertain one, so the seeds cover the training set)."""
+    k = training.n_structures
+    if n is None or n >= k:
+        return torch.arange(k, device=training.device)
+    if how == "random":
+        index = np.random.default_rng(seed).choice(k, n, replace=False)
+    elif how in ("uncertainty", "spread"):
+        variance = training_uncertainty(committee, training, reduce)
+        if how == "uncertainty":
+            index = torch.argsort(variance, descending=True)[:n].cpu().numpy()
+        else:
+            index = np.array(farthest_points(training.without_labels(),
+                                             int(torch.argmax(variance)), n, metric))
+    else:
+        raise ValueError(f"seed choice must be random, uncertainty or spread, got {how!r}")
+    return torch.as_tensor(np.sort(index), dtype=torch.long, device=training.device)
