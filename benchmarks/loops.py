@@ -118,18 +118,50 @@ def collect(methods: list[str], repeats: int, work_dir: Path) -> tuple[dict, lis
     return results, names
 
 
+def with_compute(results: dict) -> dict:
+    """Each history row gains "nn_seconds": the loop's NN wall time up to that generation's
+    committee (training of generations <= g and sampling of generations < g, s)."""
+    for histories in results.values():
+        for history in histories:
+            total = 0.0
+            for row in history:
+                total += float(row.get("train_seconds") or 0.0)
+                row["nn_seconds"] = total
+                total += float((row.get("sampling") or {}).get("seconds") or 0.0)
+    return results
+
+
+def compute_table(results: dict) -> str:
+    """Markdown table per method: labels added, NN seconds (training + sampling) and oracle
+    seconds of a whole loop, median over repeats with 90 % bootstrap intervals."""
+    lines = ["| method | labels added | NN seconds (train + sample) | oracle seconds |",
+             "|---|---|---|---|"]
+    for m, histories in results.items():
+        final = [h[-1] for h in histories]
+        oracle = [sum(float(r.get("oracle_seconds") or 0.0) for r in h) for h in histories]
+        cells = [common.format_ci(*common.median_ci(values), ".4g") for values in (
+            [r["labels_added"] for r in final], [r["nn_seconds"] for r in final], oracle)]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict,
-              log: frozenset = frozenset()) -> None:
+              log: frozenset = frozenset(), targets: dict | None = None,
+              after=None) -> None:
     """Run (unless --aggregate-only) every method x repeat of the config ``files`` in
     ``args.work_dir``, then write <out dir>/<name>.{md,json} and <name>_curves.png; ``intro``:
     config -> the document's first lines (config: the first loop's as stored, if any);
     ``keys``: metric -> title (a table and a panel each), ``target``: metric -> (op, value),
-    ``log``: the metrics plotted on a log scale."""
+    ``log``: the metrics plotted on a log scale; ``targets``: more named criteria, each with
+    its own labels-to-target table (``target`` is the one drawn on the curves); ``after``:
+    (results, config, out_dir) -> extra document lines (e.g. figures of the driver's own)."""
     config = configure(files, args.work_dir / "reference", args.set)
     fns = {m: partial(run_loop, method_config(config, m)) for m in args.methods}
     if not args.aggregate_only:
         common.run_repeats(fns, args.repeats, args.work_dir, args.workers)
     results, partial_runs = collect(args.methods, args.repeats, args.work_dir)
+    results = with_compute(results)
+    named = {"": target, **(targets or {})}
     stored = args.work_dir / args.methods[0] / "repeat_0" / "config.yaml"
     config = yaml.safe_load(stored.read_text()) if stored.exists() else config
     command = " ".join(["python", f"benchmarks/{name}.py", *(
@@ -138,7 +170,12 @@ def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict
                 "methods": args.methods, "repeats": args.repeats, "unfinished": partial_runs,
                 "config": config}
     summary = {"target": {k: list(v) for k, v in target.items()},
-               "labels_to_target": common.target_summary(results, target, "labels_added")}
+               "labels_to_target": common.target_summary(results, target, "labels_added"),
+               "nn_seconds_to_target": common.target_summary(results, target, "nn_seconds"),
+               "targets": {n: {"criteria": {k: list(v) for k, v in c.items()},
+                               "labels": common.target_summary(results, c, "labels_added"),
+                               "nn_seconds": common.target_summary(results, c, "nn_seconds")}
+                           for n, c in (targets or {}).items()}}
     common.write_json(name, settings, results, summary, args.out_dir)
     plot = common.plot_curves(results, keys, args.out_dir / f"{name}_curves.png",
                               "labels_added", log=log, targets={k: t for k, (_, t) in
@@ -152,13 +189,23 @@ def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict
              "with 90 % bootstrap intervals; generation 0 is the committee trained on the "
              "initial data only."
              + (f" Unfinished loops: {', '.join(partial_runs)}." if partial_runs else ""), "",
-             f"## Labels added to reach {common.criteria_text(target)}", "",
-             common.table_labels_to_target(results, target, "labels_added")]
+             "Quality is reported against labels added and against NN compute (wall "
+             "seconds of training and sampling, counted per loop; loops ran two at a time on "
+             "2 cores, so seconds include that sharing).", ""]
+    for title, criteria in named.items():
+        what = f"{title}: " if title else ""
+        lines += [f"## {what}labels added to reach {common.criteria_text(criteria)}", "",
+                  common.table_labels_to_target(results, criteria, "labels_added"),
+                  "NN seconds to reach it (same runs):", "",
+                  common.table_labels_to_target(results, criteria, "nn_seconds")]
+    lines += ["## Compute per loop", "", compute_table(results)]
     for key, title in keys.items():
         lines += [f"## {title}", "", common.table_by_generation(
             results, {"labels_added": "labels added", key: title}, {key: ".4g"},
             "labels_added")]
     lines += [f"![curves]({plot.name})", ""]
+    if after is not None:
+        lines += after(results, config, args.out_dir)
     print(common.write_markdown(name, "\n".join(lines), args.out_dir).read_text())
 
 

@@ -35,7 +35,7 @@ def test_doc_is_in_sync():
 
 def test_every_field_is_described_and_documented():
     models = _all_models()
-    assert len(models) == 16  # RunConfig, 9 sections, loop.convergence, 5 evaluators
+    assert len(models) == 17  # RunConfig, 9 sections, loop.convergence, 6 evaluators
     text = reference_markdown()
     for model in models:
         assert model.__doc__, model.__name__
@@ -72,7 +72,7 @@ def test_commented_evaluators_parse_when_uncommented():
     text = re.sub(r"^  # (?=- |  )", "  ", example_yaml(), flags=re.M)
     cfg = parse_config(yaml.safe_load(text), "uncommented")
     assert [e.type for e in cfg.evaluate] == ["path", "test_set", "stability", "coverage",
-                                              "grid"]
+                                              "grid", "conformers"]
 
 
 def test_cli_config(capsys):

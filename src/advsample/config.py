@@ -173,9 +173,10 @@ class SamplerConfig(Strict):
     """How candidates are proposed: the attack, or a baseline (random displacements, NN-MD,
     uniform points in a toy's box)."""
 
-    type: Literal["attack", "random", "md", "uniform"] = _field(
+    type: Literal["attack", "random", "md", "biased_md", "uniform"] = _field(
         "attack", "sampler: attack (the method), random displacements, md (NN-MD active "
-        "learning), uniform (toys: uniform points in the box)")
+        "learning), biased_md (NN-MD on the committee mean minus an uncertainty bias, "
+        "UDD-AL), uniform (toys: uniform points in the box)")
     kT: float | Literal["auto"] = _field(
         0.05, "Boltzmann temperature of the objective (eV/atom), or auto: the spread (max - "
         "min) of the initial data's per-atom energies, fixed for the run and logged")
@@ -215,6 +216,13 @@ class SamplerConfig(Strict):
     md_interval: int = _field(20, "md: steps between candidate frames", ge=1)
     md_max_uncertainty: float | None = _field(None, "md: a trajectory ends once σ²_F exceeds "
                                               "this ((eV/Å)²)", gt=0)
+    bias_strength: float = _field(0.1, "biased_md: depth A of the uncertainty bias, in "
+                                  "bias_units (0: plain MD)", ge=0)
+    bias_width: float = _field(0.01, "biased_md: energy spread B at which the bias switches "
+                               "on (eV)", gt=0)
+    bias_units: Literal["eV/atom", "kT/atom", "eV"] = _field(
+        "eV/atom", "biased_md: A = strength x atoms (eV/atom), x atoms x k_B T (kT/atom), or "
+        "A = strength (eV)")
 
 
 class SelectSettings(Strict):
@@ -344,8 +352,25 @@ class EvalGrid(EvaluatorBase):
                               "(the surface's energy units)")
 
 
-Evaluator = Annotated[EvalTestSet | EvalStability | EvalPath | EvalCoverage | EvalGrid,
-                      Field(discriminator="type")]
+class EvalConformers(EvaluatorBase):
+    """Molecules with two key torsions: a relaxed (φ, ψ) reference scan (e.g. alanine
+    dipeptide): basins holding a training structure, energy and force errors on the scan."""
+
+    type: Literal["conformers"] = _field("conformers", "evaluator kind")
+    file: str = _field(..., "extxyz of the relaxed scan: oracle energy and forces, info phi "
+                       "and psi (degrees) on a regular grid")
+    phi: list[int] = _field(..., "the 4 atom indices of the φ dihedral", min_length=4,
+                            max_length=4)
+    psi: list[int] = _field(..., "the 4 atom indices of the ψ dihedral", min_length=4,
+                            max_length=4)
+    window_eV: float = _field(0.4, "grid points and basins within this of the scan's lowest "
+                              "energy count (eV)", gt=0)
+    basin_radius_deg: float = _field(30.0, "a training structure is in a basin when φ and ψ "
+                                     "are both within this of the basin's (degrees)", gt=0)
+
+
+Evaluator = Annotated[EvalTestSet | EvalStability | EvalPath | EvalCoverage | EvalGrid
+                      | EvalConformers, Field(discriminator="type")]
 
 
 class RunConfig(Strict):

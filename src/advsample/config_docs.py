@@ -24,7 +24,9 @@ from advsample.config import RunConfig
 #: Example values (by dotted key; evaluators as evaluate.<type>.<key>) for keys that must be
 #: given, or that the example sets on purpose.
 EXAMPLES = {"system.molecule": "NH3", "evaluate.path.generator": "umbrella_inversion",
-            "evaluate.test_set.file": "test.extxyz", "evaluate.coverage.cvs": [[0, 1], [1, 0, 2]]}
+            "evaluate.test_set.file": "test.extxyz", "evaluate.coverage.cvs": [[0, 1], [1, 0, 2]],
+            "evaluate.conformers.file": "examples/data/alanine_phi_psi_grid.extxyz",
+            "evaluate.conformers.phi": [1, 3, 4, 6], "evaluate.conformers.psi": [3, 4, 6, 8]}
 #: The evaluator the example uses; the other types are shown commented out.
 EXAMPLE_EVALUATOR = "path"
 

@@ -161,10 +161,12 @@ def make_sampler(config: RunConfig, generation: int, progress: bool = True):
     cls = SAMPLERS[s.type]
     if s.type == "random":
         return cls(scale=s.random_scale, config=attack_cfg)
-    if s.type == "md":
+    if s.type in ("md", "biased_md"):
+        bias = {} if s.type == "md" else {"bias_strength": s.bias_strength,
+                                          "bias_width": s.bias_width, "bias_units": s.bias_units}
         return cls(temperature_K=s.md_temperature_K, steps=s.md_steps, dt_fs=s.md_timestep_fs,
                    interval=s.md_interval, max_uncertainty=s.md_max_uncertainty,
-                   config=attack_cfg)
+                   config=attack_cfg, **bias)
     return cls(config=attack_cfg)
 
 
@@ -203,6 +205,12 @@ def build_evaluators(config: RunConfig, oracle, run_dir: Path | None,
         elif spec.type == "coverage":
             out.append(CoverageEvaluator(spec.cvs, name=name, bins=spec.bins,
                                          ranges=spec.ranges))
+        elif spec.type == "conformers":
+            from advsample.evaluators.conformers import ConformerEvaluator, load_grid
+
+            out.append(ConformerEvaluator(load_grid(spec.file), spec.phi, spec.psi, name=name,
+                                          window_eV=spec.window_eV,
+                                          basin_radius_deg=spec.basin_radius_deg))
         elif spec.type == "grid":
             if not hasattr(oracle, "surface"):
                 raise ValueError("evaluate: a grid evaluator needs an analytic oracle")

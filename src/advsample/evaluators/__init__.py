@@ -6,7 +6,8 @@ every result carries its "type" so the report finds its plot in :data:`PLOTS` wi
 config. Nothing here is specific to a molecule: the NH3 inversion path is one path generator.
 """
 
-from advsample.evaluators import coverage, grid, md_stability, path, test_set
+from advsample.evaluators import conformers, coverage, grid, md_stability, path, test_set
+from advsample.evaluators.conformers import ConformerEvaluator
 from advsample.evaluators.coverage import CoverageEvaluator
 from advsample.evaluators.grid import GridEvaluator
 from advsample.evaluators.md_stability import StabilityEvaluator
@@ -14,11 +15,11 @@ from advsample.evaluators.path import PathEvaluator
 from advsample.evaluators.test_set import TestSetEvaluator
 
 PLOTS = {"test_set": test_set.plot, "stability": md_stability.plot, "path": path.plot,
-         "coverage": coverage.plot, "grid": grid.plot}
+         "coverage": coverage.plot, "grid": grid.plot, "conformers": conformers.plot}
 """Evaluator type -> plot(entries, *axes): entries are (generation, metrics) pairs."""
 
-PANELS = {"test_set": 2, "stability": 1, "path": 2, "coverage": 2, "grid": 1}
+PANELS = {"test_set": 2, "stability": 1, "path": 2, "coverage": 2, "grid": 1, "conformers": 2}
 """Evaluator type -> how many axes its plot draws on."""
 
-__all__ = ["PANELS", "PLOTS", "CoverageEvaluator", "GridEvaluator", "PathEvaluator",
-           "StabilityEvaluator", "TestSetEvaluator"]
+__all__ = ["PANELS", "PLOTS", "ConformerEvaluator", "CoverageEvaluator", "GridEvaluator",
+           "PathEvaluator", "StabilityEvaluator", "TestSetEvaluator"]

@@ -51,6 +51,11 @@ class MDSampler:
     config: AttackConfig = field(default_factory=AttackConfig)
     name: str = "md"
 
+    def forces_fn(self, committee: Committee):
+        """positions batch -> (energy [B], forces [N, 3]) the dynamics integrates: the
+        committee mean (subclasses bias it)."""
+        return committee_forces(committee)
+
     def propose(self, committee: Committee, seeds: Batch, prior: BoltzmannPrior) -> Candidates:
         """Frames of all trajectories before each one stopped; ``step`` is the MD step,
         ``parent`` the seed index and ``displacement`` the largest atom move from the seed (Å).
@@ -60,7 +65,7 @@ class MDSampler:
         parent = torch.arange(seeds.n_structures, device=device).repeat_interleave(cfg.restarts)
         runs = seeds.without_labels().repeat(cfg.restarts)
         generator = torch.Generator().manual_seed(cfg.seed)  # on the CPU: same runs everywhere
-        forces_fn = committee_forces(committee)
+        forces_fn = self.forces_fn(committee)
         state = init_state(runs, forces_fn, self.temperature_K, generator)
         alive = torch.ones(runs.n_structures, dtype=torch.bool, device=device)
 
@@ -68,7 +73,8 @@ class MDSampler:
         empty = runs.positions.new_zeros(0)
         recorded = {"run": [parent[:0]], "positions": [runs.positions[:0]], "step": [parent[:0]],
                     "objective": [empty], "uncertainty": [empty], "energy": [empty]}
-        for t in progress_bar(range(1, self.steps + 1), desc="md", disable=not cfg.progress):
+        for t in progress_bar(range(1, self.steps + 1), desc=self.name,
+                              disable=not cfg.progress):
             # noise for every trajectory, so a trajectory does not depend on which others live
             noise = standard_normal(generator, runs.positions)
             state = langevin_step(state, forces_fn, self.dt_fs, self.temperature_K,
