@@ -337,9 +337,16 @@ def write_json(name: str, settings: dict, results: Results, summary: dict,
     return _write_atomic(Path(out_dir) / f"{name}.json", text)
 
 
+READING = "## Reading"
+
+
 def write_markdown(name: str, text: str, out_dir: Path = DOCS) -> Path:
-    """``out_dir/<name>.md`` with every mention of the repo root made relative."""
-    return _write_atomic(Path(out_dir) / f"{name}.md", relativise(text))
+    """``out_dir/<name>.md`` with every mention of the repo root made relative; a hand-written
+    section of the file it replaces, from a line "## Reading" to the end, is kept."""
+    path = Path(out_dir) / f"{name}.md"
+    if path.exists() and READING in (previous := path.read_text()) and READING not in text:
+        text = text.rstrip("\n") + "\n\n" + READING + previous.split(READING, 1)[1]
+    return _write_atomic(path, relativise(text))
 
 
 def bench_args(description: str, name: str | None = None, **defaults: Any
