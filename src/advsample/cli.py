@@ -217,6 +217,117 @@ def cmd_stability(args) -> None:
           f"{args.steps * args.dt:.0f} fs at {args.temperature:.0f} K")
 
 
+def cmd_check(args) -> None:
+    """Check every frame of a trajectory against a committee's safe zone.
+
+    Prints, per frame, its bound and whether it is inside the safe zone (bound ≤ threshold).
+    The bound is the largest per-atom calibrated 1 − α force-error bound q·σ_i (eV/Å) or,
+    when no calibration is found, the raw largest committee spread σ_i = sqrt(σ²_i) (eV/Å, not
+    an error estimate); the header says which. Calibration: ``--calibration``, else
+    ``calibration.json`` beside the checkpoint. Threshold: ``--bound``, else the calibration's
+    ``recommended_bound``, else a one-line error asking for ``--bound``. ``-o`` writes the
+    per-frame table as CSV (JSON when its name ends in .json), ``--plot`` a PNG of the bound
+    along the trajectory with the threshold. Exit status: 0 every frame inside, 1 a frame
+    outside (raised as SystemExit(1) after the outputs are written), 2 bad input.
+    """
+    import csv
+    import json
+
+    import numpy as np
+
+    from advsample.calibration import Calibration, beside
+    from advsample.committee import Committee
+    from advsample.structures import Batch
+    from advsample.uncertainty import atom_force_variance
+
+    committee = Committee.load(args.committee)
+    cal_path = Path(args.calibration) if args.calibration else beside(args.committee)
+    calibration = (Calibration.load(cal_path) if args.calibration or cal_path.is_file()
+                   else None)
+    if calibration is not None and calibration.level != "atom":
+        raise ValueError(f"{cal_path}: level {calibration.level!r}; check needs a per-atom "
+                         "calibration (level 'atom')")
+    threshold = args.bound
+    if threshold is None and calibration is not None:
+        threshold = calibration.recommended_bound
+    if threshold is None:
+        source = f"; {cal_path} has no recommended_bound" if calibration is not None else ""
+        raise ValueError(f"no safe-zone threshold: give one with --bound (eV/Å){source}")
+    if not (np.isfinite(threshold) and threshold > 0):
+        raise ValueError(f"--bound must be a positive number of eV/Å, got {threshold}")
+    frames = _read_labelled(args.trajectory, require_labels=False)
+
+    max_sigma, worst = [], []
+    for start in range(0, len(frames), 256):
+        batch = Batch.from_atoms(frames[start:start + 256], labels=False)
+        forces = committee(batch.to(device=committee.device)).forces.detach()
+        sigma = atom_force_variance(forces).double().sqrt().cpu().numpy()  # [n] (eV/Å)
+        for part in np.split(sigma, np.cumsum(batch.n_atoms.cpu().numpy())[:-1]):
+            worst.append(int(np.argmax(part)))
+            max_sigma.append(float(part.max()))
+    max_sigma = np.array(max_sigma)
+    bound = (np.asarray(calibration.bound(max_sigma), dtype=float) if calibration is not None
+             else max_sigma)  # q·σ is increasing in σ: the largest bound is q·max σ_i
+    inside = bound <= threshold  # NaN: outside
+
+    if calibration is not None:
+        kind = "calibrated"
+        header = (f"# bound: largest per-atom calibrated {1 - calibration.alpha:.0%} "
+                  f"force-error bound q·σ_i (eV/Å), q = {calibration.q:.4g}, from {cal_path}")
+    else:
+        kind = "raw_sigma"
+        header = ("# bound: largest raw committee spread σ_i (eV/Å): no calibration found, so "
+                  "not an error estimate (give --calibration or save calibration.json beside "
+                  "the checkpoint)")
+    print(header)
+    print(f"# safe zone: bound <= {threshold:.4g} eV/Å")
+    print("frame\tbound\tzone")
+    for k in range(len(frames)):
+        print(f"{k}\t{bound[k]:.4g}\t{'inside' if inside[k] else 'OUTSIDE'}")
+    outside = [int(k) for k in np.flatnonzero(~inside)]
+    listed = ", ".join(map(str, outside[:10])) + (", ..." if len(outside) > 10 else "")
+    print(f"{len(outside)} of {len(frames)} frames outside the safe zone"
+          + (f": frames {listed}" if outside else ""))
+
+    rows = [{"frame": k, "bound": float(bound[k]), "max_sigma": float(max_sigma[k]),
+             "worst_atom": worst[k], "inside": bool(inside[k])} for k in range(len(frames))]
+    if args.output:
+        out = Path(args.output)
+        if out.suffix.lower() == ".json":
+            out.write_text(json.dumps({
+                "committee": str(args.committee), "trajectory": str(args.trajectory),
+                "calibration": str(cal_path) if calibration is not None else None,
+                "kind": kind, "alpha": calibration.alpha if calibration is not None else None,
+                "threshold": threshold, "outside": outside,
+                "frames": [{**r, "bound": r["bound"] if np.isfinite(r["bound"]) else None}
+                           for r in rows]}, indent=1))
+        else:
+            with open(out, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.plot(np.arange(len(frames)), bound, "-", lw=1, label="bound")
+        if outside:
+            ax.plot(outside, bound[outside], "o", color="tab:red", ms=4, label="outside")
+        ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.3g}")
+        ax.set_xlabel("frame")
+        ax.set_ylabel("calibrated force-error bound (eV/Å)" if calibration is not None
+                      else "largest σ_i, uncalibrated (eV/Å)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+        plt.close(fig)
+    if outside:
+        raise SystemExit(1)
+
+
 def cmd_config(args) -> None:
     """Print a commented example configuration or the configuration reference."""
     from advsample.config_docs import example_yaml, reference_markdown
@@ -289,6 +400,21 @@ def parser() -> argparse.ArgumentParser:
                     "thousands of steps)")
     st.add_argument("-o", "--output", help="write the per-run results as JSON")
     st.set_defaults(func=cmd_stability)
+
+    ck = sub.add_parser("check", help="are the frames of a trajectory inside a committee's "
+                        "safe zone?", description="Per frame, the calibrated force-error bound "
+                        "(or the raw largest σ_i without a calibration) against a threshold. "
+                        "Exit status: 0 every frame inside, 1 a frame outside, 2 bad input.")
+    ck.add_argument("committee", help="committee checkpoint (.pt)")
+    ck.add_argument("trajectory", help="frames to check (extxyz)")
+    ck.add_argument("--calibration",
+                    help="calibration JSON (default: calibration.json beside the checkpoint)")
+    ck.add_argument("--bound", type=float, help="safe-zone threshold on the bound, eV/Å "
+                    "(default: the calibration's recommended_bound)")
+    ck.add_argument("-o", "--output",
+                    help="per-frame table: CSV, or JSON when the name ends in .json")
+    ck.add_argument("--plot", help="PNG of the bound along the trajectory and the threshold")
+    ck.set_defaults(func=cmd_check)
 
     lb = sub.add_parser("label", help="label structures with an oracle")
     lb.add_argument("input")
