@@ -91,3 +91,14 @@ evaluate:
         assert (tmp_path / "run" / "report" / f"evaluator_{name}.png").stat().st_size > 1000
     assert "torsion: barrier error (eV)" in report
     assert (tmp_path / "run" / "report" / "convergence.png").exists()
+    # each committee calibrated on the labels it proposed; the next one checks the transfer
+    gens = tmp_path / "run" / "generations"
+    first, second = (json.loads((gens / f"gen_{g:03d}" / "metrics.json").read_text())
+                     ["calibration"] for g in (0, 1))
+    assert first["n"] == 4 * 4 and first["scale"] > 0 and "transfer_coverage" not in first
+    assert 0 <= second["transfer_coverage"] <= 1 and -1 <= second["spearman"] <= 1
+    assert "## calibration" in report
+    assert (tmp_path / "run" / "report" / "evaluator_calibration.png").stat().st_size > 1000
+    carried = json.loads((gens / "gen_002" / "calibration.json").read_text())
+    assert carried["meta"] == {"committee_generation": 1, "labels_generation": 2,
+                               "carried_over_to": 2}

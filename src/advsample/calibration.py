@@ -439,3 +439,59 @@ def plot_reliability(ax, curve: ReliabilityCurve, label: str | None = None,
     if label is not None:
         ax.legend()
     return ax
+
+
+def fresh_label_record(member_forces, true_forces, previous: Calibration | None = None,
+                       alpha: float = 0.1, meta: dict | None = None
+                       ) -> tuple[Calibration, dict]:
+    """A committee's calibration from labels it never trained on, and what the loop reports.
+
+    member_forces [M, n, 3] (eV/Å): the committee's forces on the fresh structures' atoms;
+    true_forces [n, 3] (eV/Å): their labels; previous: the calibration of the committee
+    before it (fitted on the labels *it* proposed), checked here out of sample on these
+    pairs, as a user applying yesterday's calibration to today's committee would. Returns
+    (the per-atom calibration fitted on these pairs, a JSON-ready record with "type":
+    "calibration": n, scale, q, alpha, spearman (ρ of σ_i and e_i), in-sample
+    miscalibration_area, and, when ``previous`` is given, transfer_coverage (fraction of e_i
+    under previous.bound(σ_i), target 1 − α), transfer_miscalibration_area and
+    transfer_scale; reliability: :func:`reliability_curve` with the previous scale when there
+    is one, else with the new one).
+    """
+    sigma, _ = committee_sigma(member_forces)
+    error, _ = force_errors(member_forces, true_forces)
+    calibration = Calibration.fit(sigma, error, alpha=alpha, meta=meta)
+    record = {"type": "calibration", "n": calibration.n, "scale": calibration.scale,
+              "q": _float_or_none(calibration.q), "alpha": alpha,
+              "spearman": spearman(sigma, error),
+              "miscalibration_area": miscalibration_area(sigma, error, calibration.scale)}
+    reference = calibration
+    if previous is not None:
+        checked = previous.evaluate(sigma, error)
+        record.update(transfer_coverage=checked["coverage"],
+                      transfer_miscalibration_area=checked["miscalibration_area"],
+                      transfer_scale=previous.scale)
+        reference = previous
+    record["reliability"] = reliability_curve(sigma, error, bins=min(10, max(1, sigma.size // 5)),
+                                              scale=reference).as_dict()
+    return calibration, record
+
+
+def plot(entries: list[tuple[int, dict]], ax_trend, ax_reliability) -> None:
+    """The report's panels: ρ(σ, error) and the transferred bound's coverage per committee
+    generation; the last reliability diagram (expected vs observed RMS error)."""
+    gens = [g for g, _ in entries]
+    ax_trend.plot(gens, [m["spearman"] for _, m in entries], "o-", label="ρ(σ, error), fresh")
+    covered = [(g, m["transfer_coverage"]) for g, m in entries if "transfer_coverage" in m]
+    if covered:
+        ax_trend.plot(*zip(*covered), "s--", label="coverage of last bound")
+        ax_trend.axhline(1 - entries[-1][1]["alpha"], color="grey", ls=":", lw=1)
+    ax_trend.set_ylim(-1.05, 1.05)
+    ax_trend.set_xlabel("committee generation")
+    ax_trend.legend(fontsize=7)
+    g, last = entries[-1]
+    curve = ReliabilityCurve(**{k: (np.asarray(v) if isinstance(v, list) else v)
+                                for k, v in last["reliability"].items()})
+    plot_reliability(ax_reliability, curve, label=f"committee {g} on its fresh labels, "
+                     f"s = {curve.scale:.3g}" + (" (committee {}'s)".format(g - 1)
+                                                 if "transfer_scale" in last else ""))
+    ax_reliability.legend(fontsize=7)

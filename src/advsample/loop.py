@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from advsample.attack import BoltzmannPrior, Candidates
+from advsample.calibration import Calibration, fresh_label_record
 from advsample.committee import Committee
 from advsample.screening import LabelScreen, energy_ceilings
 from advsample.select import (
@@ -492,6 +493,8 @@ class ActiveLearning:
                 reason = stop
                 break
             self.label_pending()
+            self.calibrate(g)
+        self._carry_calibration(g)
         state = {"reason": reason, "generation": g,
                  "labels": sum(self.store.count(generation=h, status="ok") for h in range(g + 1)),
                  "failed": sum(self.store.count(generation=h, status="failed")
@@ -513,6 +516,40 @@ class ActiveLearning:
             out.append({**metrics, **({"sampling": sampling} if sampling else {})})
             g += 1
         return out
+
+    def calibrate(self, g: int) -> None:
+        """Committee g's calibration (``advsample.calibration``) from the labels it proposed
+        (generation g + 1's ok rows, structures it never trained on), with the calibration of
+        committee g − 1 checked on them out of sample: gen_g/calibration.json beside the
+        checkpoint, and "calibration" in generation g's metrics. Done once; nothing without
+        at least two fresh labels."""
+        metrics = self._load("metrics", g)
+        if metrics is None or "calibration" in metrics:
+            return
+        fresh = [a for a in self.store.training_atoms(g + 1) if a.info["generation"] == g + 1]
+        committee = self.committee(g)
+        if len(fresh) < 2 or committee is None:
+            return
+        batch = Batch.from_atoms(fresh, dim=self.settings.dim).to(device=self.device)
+        forces = committee.to(self.device)(batch.without_labels()).forces.detach().cpu()
+        stored = self._load("calibration", g - 1) if g > 0 else None
+        calibration, record = fresh_label_record(
+            forces.numpy(), batch.forces.cpu().numpy(),
+            previous=None if stored is None else Calibration.from_dict(stored),
+            meta={"committee_generation": g, "labels_generation": g + 1})
+        self._save("calibration", g, calibration.as_dict())
+        self._save("metrics", g, {**metrics, "calibration": record})
+        log.info("generation %d: calibration on %d fresh atoms: scale %.3g, ρ(σ, error) %.2f%s",
+                 g, record["n"], record["scale"], record["spearman"],
+                 f", last bound covers {record['transfer_coverage']:.0%}"
+                 if "transfer_coverage" in record else "")
+
+    def _carry_calibration(self, g: int) -> None:
+        """The last committee has no fresh labels: give it its predecessor's calibration
+        (marked as carried over) so ``advsample check`` and the calculator find one."""
+        if self._load("calibration", g) is None and (last := self._load("calibration", g - 1)):
+            self._save("calibration", g, {**last, "meta": {**last.get("meta", {}),
+                                                           "carried_over_to": g}})
 
     def committee(self, g: int) -> Committee | None:
         """Generation ``g``'s committee if it was trained."""

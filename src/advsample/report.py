@@ -23,6 +23,10 @@ SCALARS = {  # evaluator type -> (key, column title, format) in the summary tabl
     "path": [("barrier", "barrier (eV)", ".4f"), ("barrier_error", "barrier error (eV)", "+.4f")],
     "coverage": [("occupied", "CV cells", "d")],
     "grid": [("rmse_grid", "grid RMSE", ".4g")],
+    "conformers": [("fraction_basins_visited", "basins reached", ".2f"),
+                   ("energy_rmse", "scan E RMSE (eV)", ".4f")],
+    "calibration": [("spearman", "ρ(σ, error) fresh labels", ".2f"),
+                    ("transfer_coverage", "last 90% bound covers", ".2f")],
 }
 
 

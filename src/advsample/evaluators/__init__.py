@@ -6,6 +6,7 @@ every result carries its "type" so the report finds its plot in :data:`PLOTS` wi
 config. Nothing here is specific to a molecule: the NH3 inversion path is one path generator.
 """
 
+from advsample import calibration
 from advsample.evaluators import conformers, coverage, grid, md_stability, path, test_set
 from advsample.evaluators.conformers import ConformerEvaluator
 from advsample.evaluators.coverage import CoverageEvaluator
@@ -15,10 +16,13 @@ from advsample.evaluators.path import PathEvaluator
 from advsample.evaluators.test_set import TestSetEvaluator
 
 PLOTS = {"test_set": test_set.plot, "stability": md_stability.plot, "path": path.plot,
-         "coverage": coverage.plot, "grid": grid.plot, "conformers": conformers.plot}
-"""Evaluator type -> plot(entries, *axes): entries are (generation, metrics) pairs."""
+         "coverage": coverage.plot, "grid": grid.plot, "conformers": conformers.plot,
+         "calibration": calibration.plot}
+"""Evaluator type -> plot(entries, *axes): entries are (generation, metrics) pairs. The
+loop's own per-generation calibration record (type "calibration") is drawn the same way."""
 
-PANELS = {"test_set": 2, "stability": 1, "path": 2, "coverage": 2, "grid": 1, "conformers": 2}
+PANELS = {"test_set": 2, "stability": 1, "path": 2, "coverage": 2, "grid": 1, "conformers": 2,
+          "calibration": 2}
 """Evaluator type -> how many axes its plot draws on."""
 
 __all__ = ["PANELS", "PLOTS", "ConformerEvaluator", "CoverageEvaluator", "GridEvaluator",
