@@ -492,6 +492,6 @@ def plot(entries: list[tuple[int, dict]], ax_trend, ax_reliability) -> None:
     curve = ReliabilityCurve(**{k: (np.asarray(v) if isinstance(v, list) else v)
                                 for k, v in last["reliability"].items()})
     plot_reliability(ax_reliability, curve, label=f"committee {g} on its fresh labels, "
-                     f"s = {curve.scale:.3g}" + (" (committee {}'s)".format(g - 1)
+                     f"s = {curve.scale:.3g}" + (f" (committee {g - 1}'s)"
                                                  if "transfer_scale" in last else ""))
     ax_reliability.legend(fontsize=7)
