@@ -179,3 +179,28 @@ def test_relative_energy_ceiling_is_never_exceeded_by_a_kept_step():
     assert kept.any()
     above = prior.per_atom_energy(capped.energy, capped.batch) - prior.e_max
     assert (above[kept] <= 1e-12).all()
+
+
+def test_target_attack_stops_at_the_target_and_stays_there():
+    surface, training, committee, prior = _toy_setup()
+    n = min(60, training.n_structures)
+    seeds = training.without_labels().select(torch.arange(n))
+    base = dict(lr=0.02, init_scale=0.0, box=surface.box, remove_translation=False)
+    free = attack(committee, seeds, prior, AttackConfig(steps=80, **base))
+    start = score(committee, seeds, prior)[1].sqrt()
+    target = float(torch.quantile(free.uncertainty.sqrt(), 0.5))
+    aimed = attack(committee, seeds, prior, AttackConfig(steps=80, target_sigma=target, **base))
+    sigma = aimed.uncertainty.sqrt()
+    reached = sigma >= target
+    assert reached.sum() >= 10 and (start[reached] < target).any()
+    # at, not beyond: the kept step is where sigma crossed the target, far below the maximum
+    assert (sigma[reached] <= 1.2 * target).all()
+    assert sigma[reached].median() < free.uncertainty.sqrt()[reached].median()
+    # not reached: the attack kept maximising as usual (same steps as the free attack)
+    torch.testing.assert_close(aimed.objective[~reached], free.objective[~reached])
+    # a seed stays where it arrived, however long the attack runs on
+    longer = attack(committee, seeds, prior, AttackConfig(steps=160, target_sigma=target,
+                                                          **base))
+    torch.testing.assert_close(longer.batch.positions.reshape(n, -1)[reached],
+                               aimed.batch.positions.reshape(n, -1)[reached])
+    assert torch.equal(longer.step[reached], aimed.step[reached])

@@ -140,3 +140,13 @@ def test_auto_kT_is_the_spread_of_the_initial_per_atom_energies():
     energies = np.array([a.get_potential_energy() for a in al.store.training_atoms()])
     assert al.kT() == pytest.approx(energies.max() - energies.min())  # one "atom" per point
     assert build(parse_config(toy_config()), None, progress=False).kT() == 5.0
+
+
+def test_target_error_uses_the_previous_committees_calibration():
+    cfg = toy_config(sampler={"target_error": 0.5}, loop={"generations": 2, "convergence": {
+        "plateau_generations": None}})
+    al = build(parse_config(cfg), None, progress=False)
+    al.run()
+    assert al.target_sigma(0) == 0.5  # no calibration yet: raw sigma
+    scale = al._load("calibration", 0)["scale"]
+    assert scale > 0 and al.target_sigma(1) == pytest.approx(0.5 / scale)

@@ -95,6 +95,9 @@ class AttackConfig:
     "rotatable" (the rotatable bonds found from each seed's connectivity) or a list of
     [j, k] bonds in local atom indices applied to every seed (k's side turns; the smaller
     side is moved, which changes nothing but a rigid rotation); θ starts at N(0, 0.05²) rad;
+    target_sigma: aim at σ_F = sqrt(σ²_F) = this (eV/Å) instead of the maximum: a seed keeps
+    the first feasible step whose σ_F reaches it and stays there (None: maximise log L; the
+    loop sets it from a calibrated target error, see ``sampler.target_error``);
     torsion_lr: Adam learning rate of θ (rad); max_torsion: bound on each |θ| (rad, None:
     free). max_displacement bounds δ only, and box cannot be combined with torsions.
     """
@@ -116,6 +119,7 @@ class AttackConfig:
     torsions: list | str | None = None
     torsion_lr: float = 0.05
     max_torsion: float | None = None
+    target_sigma: float | None = None
     seed: int = 0
     progress: bool = False
 
@@ -305,6 +309,7 @@ def _attack(committee, seeds, prior, cfg, record_history):
     best_delta = delta.detach().clone()
     best_strain = None if strain is None else strain.detach().clone()
     best_theta = None if theta is None else theta.detach().clone()
+    reached = torch.zeros(b, dtype=torch.bool, device=x0.device)  # target_sigma met: frozen
     history = []
     for t in progress_bar(range(cfg.steps + 1), desc="attack", disable=not cfg.progress):
         batch = deformed(seeds, delta, strain, torsions, theta)
@@ -312,7 +317,11 @@ def _attack(committee, seeds, prior, cfg, record_history):
                                        create_graph=t < cfg.steps)
         with torch.no_grad():
             ok = constraints_hold(batch, mean_e, prior, cfg) & torch.isfinite(objective)
-            better = ok & (objective > best_obj)
+            better = ok & (objective > best_obj) & ~reached
+            if cfg.target_sigma is not None:  # the first step at the target wins, then stop
+                arrived = ok & ~reached & (var.sqrt() >= cfg.target_sigma)
+                better |= arrived
+                reached |= arrived
             best_obj = torch.where(better, objective, best_obj)
             best_var = torch.where(better, var, best_var)
             best_e = torch.where(better, mean_e, best_e)
@@ -336,6 +345,13 @@ def _attack(committee, seeds, prior, cfg, record_history):
                 strain.clamp_(-cfg.max_strain, cfg.max_strain)
             if theta is not None:
                 _bound_torsions(theta, cfg)
+            if reached.any():  # seeds at their target stay where they arrived
+                delta.copy_(torch.where(reached[seeds.structure].unsqueeze(1), best_delta,
+                                        delta))
+                if strain is not None:
+                    strain.copy_(torch.where(reached[:, None, None], best_strain, strain))
+                if theta is not None:
+                    theta.copy_(torch.where(reached[:, None], best_theta, theta))
 
     best = deformed(seeds, best_delta, best_strain, torsions, best_theta)
     moved = best_delta

@@ -196,6 +196,11 @@ class SamplerConfig(Strict):
                                         "no limit)", gt=0)
     energy_ceiling: float | None = _field(None, "largest allowed energy above the lowest "
                                           "training energy (eV/atom)", gt=0)
+    target_error: float | None = _field(
+        None, "attack: aim at structures whose calibrated expected force error (RMS, eV/Å) "
+        "reaches this instead of maximising the uncertainty; a seed stops at the first step "
+        "that reaches it (the scale comes from the previous committee's calibration; raw σ "
+        "in generation 0; null: maximise)", gt=0)
     energy_above_training: float | None = _field(
         0.1, "attack: no kept step predicted more than this above the highest training "
         "energy (eV/atom; null: no limit; not applied to toys)", gt=0)

@@ -137,7 +137,9 @@ class LoopSettings:
     g from g − 1's weights; parallel_training: one member per executor worker; kT: Boltzmann
     temperature (eV/atom, or "auto": see :meth:`ActiveLearning.kT`); seeds: how many training
     structures to sample from (None: all), seed_choice: which ("random", "uncertainty",
-    "spread": see ``select.choose_seeds``); select: gate, de-duplication, cap; convergence:
+    "spread": see ``select.choose_seeds``); target_error: the attack aims at this calibrated
+    force error (eV/Å) instead of the maximum (see :meth:`ActiveLearning.target_sigma`);
+    select: gate, de-duplication, cap; convergence:
     the uncertainty stop; dim: coordinates per atom (3, or 1-2 for toys); device: "cpu",
     "cuda" or "auto"; compile: torch.compile the committee for NN-MD and evaluation
     (``Committee.compile``); seed: of everything random; screen: which fresh labels are
@@ -155,6 +157,7 @@ class LoopSettings:
     kT: float | str = 0.05
     seeds: int | None = None
     seed_choice: str = "random"
+    target_error: float | None = None
     select: SelectConfig = field(default_factory=SelectConfig)
     convergence: ConvergenceRule = field(default_factory=ConvergenceRule)
     dim: int = 3
@@ -382,6 +385,8 @@ class ActiveLearning:
             select_cfg = replace(select_cfg, max_new=max(0, min(
                 select_cfg.max_new, s.label_budget - self.sampled_labels())))
         sampler = self.parts.make_sampler(g)
+        if s.target_error is not None and getattr(sampler, "name", "") == "attack":
+            sampler.config = replace(sampler.config, target_sigma=self.target_sigma(g))
         start = time.perf_counter()
         result = sample_generation(committee, training, sampler, self.kT(), select_cfg,
                                    seeds=training.select(seed_index))
@@ -423,6 +428,17 @@ class ActiveLearning:
             return 0, "no candidate passed the uncertainty gate"
         return 0, ("every candidate above the uncertainty gate duplicated a training structure "
                    "or another pick (select.min_separation)")
+
+    def target_sigma(self, g: int) -> float:
+        """σ_F (eV/Å) at which generation g's attack stops a seed: ``target_error`` over the
+        calibrated scale of committee g − 1 (the latest calibration when committee g attacks;
+        scale 1, i.e. raw σ, for generation 0), logged."""
+        stored = self._load("calibration", g - 1) if g > 0 else None
+        scale = 1.0 if stored is None else float(stored["scale"] or 1.0)
+        log.info("generation %d: attack target σ_F %.4g eV/Å (error %.4g eV/Å / scale %.3g%s)",
+                 g, self.settings.target_error / scale, self.settings.target_error, scale,
+                 "" if stored else ", uncalibrated")
+        return self.settings.target_error / scale
 
     def kT(self) -> float:
         """The Boltzmann temperature of the objective (eV/atom): the setting, or with "auto"

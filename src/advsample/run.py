@@ -131,7 +131,7 @@ def loop_settings(config: RunConfig, progress: bool = True) -> LoopSettings:
                           val_fraction=t.val_fraction, patience=t.patience,
                           lr_patience=t.lr_patience, bootstrap=t.bootstrap),
         warm_start=t.warm_start, parallel_training=t.parallel, kT=s.kT, seeds=s.seeds,
-        seed_choice=s.seed_choice,
+        seed_choice=s.seed_choice, target_error=s.target_error,
         select=SelectConfig(max_new=sel.max_new, gate_percentile=sel.gate_percentile,
                             gate_absolute=sel.gate_absolute, min_separation=sel.min_separation,
                             metric="coordinates" if toy else sel.metric, reduce=s.reduce,
