@@ -160,17 +160,8 @@ def test_strong_bias_samples_more_uncertain_frames_on_paper_nh3():
     # fitted for a few seconds: its energy spread along plain 300 K MD is σ_E ≈ 0.03 eV, so
     # B = 0.01 eV sits where the bias pulls hardest; A = 0.3 eV/atom is a strong bias.
     frames = ase.io.read(SHARED / "ammonia_paper.extxyz", ":")[::5][:24]
-    data = Batch.from_atoms(frames)
-    committee = Committee.build("painn", 3, features=8, interactions=1, cutoff=3.0, n_rbf=6,
-                                dtype="float64")
-    fit(committee, data, TrainConfig(epochs=250, patience=1000, forces_weight=1.0, lr=0.01))
-    prior = BoltzmannPrior.from_training(data, 0.05)
-    seeds = data.without_labels().select(torch.arange(4))
-    settings = dict(temperature_K=300.0, steps=200, dt_fs=0.5, interval=10,
-                    config=AttackConfig(restarts=2, seed=5, min_distance=0.7))
-    plain = MDSampler(**settings).propose(committee, seeds, prior)
-    biased = BiasedMDSampler(bias_strength=0.3, bias_width=0.01, **settings).propose(
-        committee, seeds, prior)
+    committee, prior, plain, biased = _plain_and_biased_md(Batch.from_atoms(frames), 0.01,
+                                                           epochs=250)
     assert len(plain) == 4 * 2 * 20 and len(biased) > 100
     assert biased.uncertainty.mean() > 2 * plain.uncertainty.mean()  # σ²_F, the selection's
     assert (energy_variance(committee, biased.batch).mean()
@@ -185,18 +176,8 @@ def test_strong_bias_samples_more_uncertain_frames_on_paper_nh3():
 def test_strong_bias_raises_the_energy_spread_along_emt_nh3_md():
     # NH3 rattled by 0.05 Å only: plain 300 K MD already leaves the data (σ²_E grows 10-1000x
     # from the seeds), and there the energy-variance bias raises σ²_E but not reliably σ²_F.
-    data = Batch.from_atoms(labelled_nh3(16, seed=2))
-    committee = Committee.build("painn", 3, seed=2, features=8, interactions=1, cutoff=3.0,
-                                n_rbf=6, dtype="float64")
-    fit(committee, data, TrainConfig(epochs=200, patience=1000, forces_weight=1.0, lr=0.01,
-                                     seed=2))
-    prior = BoltzmannPrior.from_training(data, 0.05)
-    seeds = data.without_labels().select(torch.arange(4))
-    settings = dict(temperature_K=300.0, steps=200, dt_fs=0.5, interval=10,
-                    config=AttackConfig(restarts=2, seed=5, min_distance=0.7))
-    plain = MDSampler(**settings).propose(committee, seeds, prior)
-    biased = BiasedMDSampler(bias_strength=0.3, bias_width=0.03, **settings).propose(
-        committee, seeds, prior)
+    committee, prior, plain, biased = _plain_and_biased_md(
+        Batch.from_atoms(labelled_nh3(16, seed=2)), 0.03, epochs=200, seed=2)
     assert len(plain) > 100 and len(biased) > 100
     assert (energy_variance(committee, biased.batch).mean()
             > 1.5 * energy_variance(committee, plain.batch).mean())
@@ -216,3 +197,21 @@ def test_settings_units_and_registration():
     for bad in (dict(bias_units="kcal"), dict(bias_strength=-0.1), dict(bias_width=0.0)):
         with pytest.raises(ValueError):
             BiasedMDSampler(**bad)
+
+
+def _plain_and_biased_md(data, width: float, epochs: int, seed: int = 0):
+    """(committee, prior, plain MD candidates, biased MD candidates): a small float64 PaiNN
+    committee fitted on ``data``, then 200 steps of 300 K MD from its first 4 structures (x2
+    restarts), plain and with bias strength 0.3 eV/atom and width ``width`` (eV)."""
+    committee = Committee.build("painn", 3, seed=seed, features=8, interactions=1, cutoff=3.0,
+                                n_rbf=6, dtype="float64")
+    fit(committee, data, TrainConfig(epochs=epochs, patience=1000, forces_weight=1.0, lr=0.01,
+                                     seed=seed))
+    prior = BoltzmannPrior.from_training(data, 0.05)
+    seeds = data.without_labels().select(torch.arange(4))
+    settings = dict(temperature_K=300.0, steps=200, dt_fs=0.5, interval=10,
+                    config=AttackConfig(restarts=2, seed=5, min_distance=0.7))
+    plain = MDSampler(**settings).propose(committee, seeds, prior)
+    biased = BiasedMDSampler(bias_strength=0.3, bias_width=width, **settings).propose(
+        committee, seeds, prior)
+    return committee, prior, plain, biased
