@@ -61,11 +61,15 @@ class BoltzmannPrior:
         return cls(kT=kT, element_energy=eps, log_q=float(log_q), e_min=float(e.min()),
                    e_max=float(e.max()))
 
+    def reference(self, batch: Batch, dtype: torch.dtype) -> torch.Tensor:
+        """Σ ε_Z of each structure [B] (eV)."""
+        ref = torch.zeros(batch.n_structures, dtype=dtype, device=batch.device)
+        eps = self.element_energy.to(dtype=dtype, device=batch.device)
+        return ref.index_add(0, batch.structure, eps[batch.numbers])
+
     def per_atom_energy(self, energy: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Total energies [B] (eV) -> e [B] (eV/atom) after subtracting Σ ε_Z."""
-        ref = torch.zeros(batch.n_structures, dtype=energy.dtype, device=energy.device)
-        eps = self.element_energy.to(dtype=energy.dtype, device=energy.device)
-        ref = ref.index_add(0, batch.structure, eps[batch.numbers])
+        ref = self.reference(batch, energy.dtype)
         return (energy - ref) / batch.n_atoms.to(energy.dtype)
 
     def log_probability(self, energy: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -157,14 +161,47 @@ class Candidates:
         )
 
 
+def log_likelihood(energy: torch.Tensor, forces: torch.Tensor, structure: torch.Tensor,
+                   n_structures: int, reduce: str, reference: torch.Tensor,
+                   n_atoms: torch.Tensor, kT: torch.Tensor | float, log_q: torch.Tensor | float):
+    """(log L [B], σ²_F [B], mean energy [B] (eV)) from a committee's energy [M, B] (eV) and
+    forces [M, N, d] (eV/Å): log L = log σ²_F + log p, log p = −(Ē − Σε_Z)/n_atoms/kT − log Q
+    with ``reference`` = Σε_Z [B] (eV) and n_atoms [B] of the prior's per-atom energy."""
+    var = force_variance(forces, structure, n_structures, reduce)
+    mean_e = energy.mean(0)
+    log_p = -((mean_e - reference) / n_atoms) / kT - log_q
+    return torch.log(var.clamp_min(1e-300)) + log_p, var, mean_e
+
+
+def _likelihood_args(batch: Batch, prior: BoltzmannPrior, reduce: str, dtype: torch.dtype):
+    """The arguments of :func:`log_likelihood` after energy and forces, for ``batch``."""
+    return (batch.structure, batch.n_structures, reduce, prior.reference(batch, dtype),
+            batch.n_atoms.to(dtype),
+            torch.tensor(prior.kT, dtype=dtype), torch.tensor(prior.log_q, dtype=dtype))
+
+
 def score(committee: Committee, batch: Batch, prior: BoltzmannPrior, reduce: str = "mean",
           create_graph: bool = False):
     """(log L [B], σ²_F [B], mean energy [B]) of ``batch`` under ``committee``."""
     out = committee(batch, forces=True, create_graph=create_graph)
-    var = force_variance(out.forces, batch.structure, batch.n_structures, reduce)
-    mean_e = out.mean_energy
-    objective = torch.log(var.clamp_min(1e-300)) + prior.log_probability(mean_e, batch)
-    return objective, var, mean_e
+    return log_likelihood(out.energy, out.forces,
+                          *_likelihood_args(batch, prior, reduce, out.energy.dtype))
+
+
+def score_backward(committee: Committee, batch: Batch, prior: BoltzmannPrior,
+                   reduce: str = "mean", sign: float = 1.0):
+    """:func:`score`, with ``sign · Σ log L`` backpropagated to what ``batch`` was made from
+    (as ``(sign * objective.sum()).backward()``), through the compiled committee when
+    ``committee.compiles_derivatives``; results detached."""
+    if committee.compiles_derivatives:
+        from advsample.compiled import objective_backward
+
+        return objective_backward(committee, batch, log_likelihood,
+                                  *_likelihood_args(batch, prior, reduce, batch.dtype),
+                                  scale=sign)
+    objective, var, mean_e = score(committee, batch, prior, reduce, create_graph=True)
+    (sign * objective.sum()).backward()
+    return objective.detach(), var.detach(), mean_e.detach()
 
 
 def constraints_hold(batch: Batch, mean_energy: torch.Tensor, prior: BoltzmannPrior,
@@ -313,8 +350,12 @@ def _attack(committee, seeds, prior, cfg, record_history):
     history = []
     for t in progress_bar(range(cfg.steps + 1), desc="attack", disable=not cfg.progress):
         batch = deformed(seeds, delta, strain, torsions, theta)
-        objective, var, mean_e = score(committee, batch, prior, cfg.reduce,
-                                       create_graph=t < cfg.steps)
+        if t < cfg.steps:  # the gradient of −Σ log L reaches δ, ε and θ
+            opt.zero_grad(set_to_none=True)
+            objective, var, mean_e = score_backward(committee, batch, prior, cfg.reduce, -1.0)
+        else:
+            objective, var, mean_e = (v.detach() for v in score(committee, batch, prior,
+                                                                cfg.reduce))
         with torch.no_grad():
             ok = constraints_hold(batch, mean_e, prior, cfg) & torch.isfinite(objective)
             better = ok & (objective > best_obj) & ~reached
@@ -336,8 +377,6 @@ def _attack(committee, seeds, prior, cfg, record_history):
                 history.append(objective.detach().clone())
         if t == cfg.steps:
             break
-        opt.zero_grad(set_to_none=True)
-        (-objective.sum()).backward()
         opt.step()
         with torch.no_grad():
             project(delta, seeds, cfg)

@@ -67,9 +67,10 @@ class Committee(nn.Module):
         self.vectorize = True  # evaluate members together where the model supports it
         self._stack_cache: tuple | None = None  # (key, stacked weights) see stacked()
         self._tensor_lists: dict[tuple, list] = {}  # members' ids -> their tensors
-        # torch.compile the energy of evaluation-mode passes without create_graph (NN-MD,
-        # evaluation; not attacks or training, whose double backward it cannot compile).
-        # Compiling takes about a minute on a CPU and pays off over long NN-MD runs.
+        # torch.compile: the energy of evaluation-mode passes (NN-MD, evaluation), and the
+        # attack and training steps with their second derivatives taken inside the compiled
+        # graph (advsample.compiled). Compiling takes about a minute per kind of pass on a
+        # CPU, once per process, and pays off over a run's thousands of steps.
         self.compile = False
         self._compiled = None
 
@@ -106,6 +107,12 @@ class Committee(nn.Module):
         return (self.vectorize and getattr(type(first), "supports_members", False)
                 and all(type(m) is type(first) for m in self.members))
 
+    @property
+    def compiles_derivatives(self) -> bool:
+        """True when attack and training steps go through :mod:`advsample.compiled`
+        (``compile`` is on and the committee is vectorized)."""
+        return self.compile and self.vectorized
+
     def forward(
         self, batch: Batch, forces: bool = True, create_graph: bool = False
     ) -> CommitteeOutput:
@@ -119,6 +126,11 @@ class Committee(nn.Module):
         create_graph = create_graph or self.training
         if not self.vectorized:
             return self._forward_one_by_one(batch, forces, create_graph)
+        if (forces and self.compile and not (create_graph or self.training)
+                and not batch.positions.requires_grad):
+            from advsample.compiled import committee_forces
+
+            return CommitteeOutput(*committee_forces(self, batch))
         first = self.members[0]
         pairs = first.pairs(batch)  # one neighbour list for all members
         with torch.enable_grad() if forces else contextlib.nullcontext():
@@ -129,7 +141,7 @@ class Committee(nn.Module):
             graph = MemberGraph.shared(batch, expanded, pairs)
             weights = self.stacked(differentiable=self.training)
             energy_fn = type(first).members_energy
-            if self.compile and not (create_graph or self.training):
+            if self.compile and not (create_graph or self.training):  # stress, energies
                 energy_fn = self._compiled_energy()
             energy = energy_fn(first, weights, graph)  # [M, B]
             if not forces:

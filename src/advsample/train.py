@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from advsample.committee import Committee
+from advsample.models.base import MemberGraph
 from advsample.neighbors import select_pairs
 from advsample.progress import progress_bar
 from advsample.structures import Batch
@@ -101,44 +102,74 @@ def _losses(energy: torch.Tensor, forces: torch.Tensor | None, batches: list[Bat
     """Loss of each of K members [K] (dimensionless) from its predictions: energy [K, B] (eV)
     and forces [K, N, d] (eV/Å) on ``batches`` (one per member, or one shared by all), scale
     [K] the members' energy scales s; ``real`` [K, N] marks real atoms of padded forces."""
-    ref_energy = torch.stack([b.energy for b in batches]).to(energy.dtype)  # [K or 1, B]
-    n_atoms = torch.stack([b.n_atoms for b in batches]).to(energy.dtype)
-    de = (energy - ref_energy) / n_atoms / scale.unsqueeze(1)
-    loss = cfg.energy_weight * de.pow(2).mean(1)
+    return member_losses(energy, forces, *_loss_targets(batches, real, energy.dtype, cfg),
+                         scale, cfg.energy_weight, cfg.forces_weight)
+
+
+def _loss_targets(batches: list[Batch], real: torch.Tensor | None, dtype: torch.dtype,
+                  cfg: TrainConfig) -> tuple:
+    """(reference energies [K or 1, B] (eV), atom counts [K or 1, B], reference forces
+    [K or 1, N, d] (eV/Å, zero on padding; None without a force loss), real-atom weights
+    [K or 1, N]) of ``batches``, padded to ``real``'s N when given."""
+    ref_energy = torch.stack([b.energy for b in batches]).to(dtype)
+    n_atoms = torch.stack([b.n_atoms for b in batches]).to(dtype)
+    if real is None:
+        real = torch.ones_like(batches[0].numbers, dtype=dtype).unsqueeze(0)
+    ref_forces = None
     if cfg.forces_weight > 0:
-        ref_forces = torch.zeros_like(forces) if real is not None else batches[0].forces
-        if real is not None:
-            for k, b in enumerate(batches):
-                ref_forces[k, : b.positions.shape[0]] = b.forces
-        df = ((forces - ref_forces.to(forces.dtype)) / scale.view(-1, 1, 1)).pow(2)  # [K, N, d]
-        if real is None:
-            loss = loss + cfg.forces_weight * df.mean((1, 2))
-        else:
-            per_atom = df.sum(-1) * real
-            loss = loss + cfg.forces_weight * per_atom.sum(1) / (real.sum(1) * df.shape[-1])
+        ref_forces = torch.zeros(len(batches), real.shape[1], batches[0].dim, dtype=dtype,
+                                 device=real.device)
+        for k, b in enumerate(batches):
+            ref_forces[k, : b.positions.shape[0]] = b.forces
+    return ref_energy, n_atoms, ref_forces, real.to(dtype)
+
+
+def member_losses(energy: torch.Tensor, forces: torch.Tensor | None, ref_energy: torch.Tensor,
+                  n_atoms: torch.Tensor, ref_forces: torch.Tensor | None, real: torch.Tensor,
+                  scale: torch.Tensor, energy_weight: float, forces_weight: float
+                  ) -> torch.Tensor:
+    """Loss [K] = w_E·mean_B((ΔE/n_atoms/s)²) + w_F·(ΔF/s)² averaged over real atoms and the d
+    components, from energy [K, B] (eV), forces [K, N, d] (eV/Å), the targets of
+    :func:`_loss_targets` (broadcast over K when shared) and energy scales s [K] (eV)."""
+    de = (energy - ref_energy) / n_atoms / scale.unsqueeze(1)
+    loss = energy_weight * de.pow(2).mean(1)
+    if forces_weight > 0:
+        df = ((forces - ref_forces) / scale.view(-1, 1, 1)).pow(2).sum(-1) * real  # [K, N]
+        loss = loss + forces_weight * df.sum(1) / (real.sum(1) * forces.shape[-1])
     return loss
 
 
-def _step_losses(committee: Committee, active: list[int], batches: list[Batch],
-                 pairs: list | None, cfg: TrainConfig) -> torch.Tensor:
-    """Training losses [K] of the ``active`` members, member active[k] on ``batches[k]``,
-    with the graph through the forces kept: all members in one pass when the committee is
-    vectorized, else one after another."""
+def _step_backward(committee: Committee, active: list[int], batches: list[Batch],
+                   pairs: list | None, cfg: TrainConfig) -> torch.Tensor:
+    """Training losses [K] of the ``active`` members (member active[k] on ``batches[k]``),
+    their gradients accumulated in the members' ``.grad``: all members in one pass when the
+    committee is vectorized (through the compiled graph when it compiles derivatives), else
+    one after another. Returns the losses, detached."""
     scale = torch.stack([committee.members[m].energy_scale for m in active])
+    if committee.compiles_derivatives:
+        from advsample.compiled import loss_backward
+
+        graph, real = MemberGraph.padded(batches, pairs)
+        dtype = graph.positions.dtype
+        return loss_backward(committee, active, graph, member_losses,
+                             *_loss_targets(batches, real, dtype, cfg), scale.to(dtype),
+                             cfg.energy_weight, cfg.forces_weight)
     if committee.vectorized:
         out, real = committee.forward_members(active, batches, pairs)
-        return _losses(out.energy, out.forces, batches, scale, cfg, real)
-    losses = []
-    for m, batch in zip(active, batches, strict=True):
-        member = committee.members[m]
-        with torch.enable_grad():
-            pos = batch.positions.detach().requires_grad_(True)
-            energy = member(batch.with_positions(pos)).unsqueeze(0)  # [1, B]
-            (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=True)
-        losses.append(_losses(energy, -grad.unsqueeze(0), [batch], scale[len(losses)]
-                              .unsqueeze(0), cfg, torch.ones_like(batch.numbers,
-                                                                   dtype=torch.bool)[None]))
-    return torch.cat(losses)
+        losses = _losses(out.energy, out.forces, batches, scale, cfg, real)
+    else:
+        per_member = []
+        for m, batch in zip(active, batches, strict=True):
+            member = committee.members[m]
+            with torch.enable_grad():
+                pos = batch.positions.detach().requires_grad_(True)
+                energy = member(batch.with_positions(pos)).unsqueeze(0)  # [1, B]
+                (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=True)
+            per_member.append(_losses(energy, -grad.unsqueeze(0), [batch],
+                                      scale[len(per_member)].unsqueeze(0), cfg))
+        losses = torch.cat(per_member)
+    losses.sum().backward()
+    return losses.detach()
 
 
 def validation_losses(committee: Committee, data: Batch, cfg: TrainConfig) -> torch.Tensor:
@@ -196,7 +227,8 @@ def _fit(committee: Committee, data: Batch, cfg: TrainConfig, warm_start: bool,
     own = [member_training_indices(n_train, cfg, first_member + m).to(device)
            for m in range(size)]  # positions in the training split of each member's data
     orders = [member_order_rng(cfg, first_member + m) for m in range(size)]
-    opts = [torch.optim.Adam(member.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opts = [torch.optim.Adam(member.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             foreach=True)  # a few kernels per member, not per parameter
             for member in members]
     scheds = [torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, factor=0.5, patience=cfg.lr_patience, min_lr=cfg.min_lr) for opt in opts]
@@ -217,7 +249,7 @@ def _fit(committee: Committee, data: Batch, cfg: TrainConfig, warm_start: bool,
                                                      for i in index]
             for m in active:
                 opts[m].zero_grad(set_to_none=True)
-            _step_losses(committee, active, batches, step_pairs, cfg).sum().backward()
+            _step_backward(committee, active, batches, step_pairs, cfg)
             for m in active:
                 opts[m].step()
         losses = validation_losses(committee, monitor, cfg).tolist()

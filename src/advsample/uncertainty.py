@@ -27,8 +27,10 @@ def reduce_atoms(values: torch.Tensor, structure: torch.Tensor, n_structures: in
         return out.scatter_reduce(0, structure, values, reduce="amax", include_self=False)
     out = out.index_add(0, structure, values)
     if reduce == "mean":
-        counts = torch.bincount(structure, minlength=n_structures).clamp_min(1)
-        out = out / counts.to(values.dtype)
+        # counted by index_add, not bincount: shapes stay independent of the data, so that
+        # torch.compile traces this as one graph (advsample.compiled)
+        counts = values.new_zeros(n_structures).index_add(0, structure, torch.ones_like(values))
+        out = out / counts.clamp_min(1)
     return out
 
 

@@ -1,0 +1,175 @@
+"""Committee passes through torch.compile with their derivatives inside the compiled graph.
+
+Attacks and training need second derivatives: the attack objective is a function of the
+forces (themselves −∂E/∂X) and is differentiated again with respect to X; a force-matching
+loss is differentiated with respect to the weights. torch.compile cannot differentiate a
+compiled graph a second time, so here every derivative is taken with ``torch.func.grad``
+*inside* the compiled function: energy → forces → objective (or loss) → its gradient is one
+graph that inductor fuses into a few loops, instead of hundreds of small eager kernels, each
+with its Python and dispatch overhead. Values equal the eager autograd path to float
+round-off (tests/test_compiled.py).
+
+Only for vectorized committees (PaiNN, MLP: ``members_energy`` over stacked weights).
+Compiling takes about half a minute to a minute per function on a CPU, once per process
+(twice when the first call's sizes are specialised and a later size forces a dynamic
+recompile); the functions live at module level, so later committees (new generations) reuse
+them. A shape change (more atoms, other pair counts) does not recompile.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+
+from advsample.models.base import MemberGraph
+from advsample.neighbors import Pairs
+
+
+def energy_and_forces(first: torch.nn.Module, weights: dict[str, torch.Tensor],
+                      graph: MemberGraph) -> tuple[torch.Tensor, torch.Tensor]:
+    """Energies [M, B] (eV) and forces [M, N, d] (eV/Å) of every member by ``torch.func.grad``
+    (so that the caller may differentiate them again, inside or outside a compiled graph)."""
+    def total(positions):
+        """Σ of all members' energies (the forces' potential) and the energies as aux."""
+        energy = type(first).members_energy(first, weights, graph._replace(positions=positions))
+        return energy.sum(), energy
+
+    grad, energy = torch.func.grad(total, has_aux=True)(graph.positions)
+    return energy, -grad
+
+
+def _shared_graph(positions: torch.Tensor, numbers: torch.Tensor, structure: torch.Tensor,
+                  n_structures: int, i: torch.Tensor, j: torch.Tensor, shift: torch.Tensor,
+                  members: int) -> MemberGraph:
+    """Every member on one batch: positions [N, d] copied per member (contiguous, so that
+    each member's forces are its own slice of one gradient); i, j, shift None for models
+    without pairs."""
+    x = positions.unsqueeze(0).expand(members, *positions.shape).contiguous()
+    pairs = None if i is None else Pairs(i.expand(members, -1), j.expand(members, -1),
+                                         shift.expand(members, -1, -1))
+    return MemberGraph(x, numbers.expand(members, -1), structure.expand(members, -1),
+                       n_structures, pairs)
+
+
+def _objective_and_gradient(first, weights, objective, positions, shift, numbers, structure,
+                            n_structures, i, j, args):
+    """(∂Σv/∂positions [N, d], ∂Σv/∂shift [P, d]) and (v [B], *aux) of
+    ``objective(energy, forces, *args) -> (v, *aux)``; without pairs (shift None) only
+    (∂Σv/∂positions,) and (v, *aux)."""
+    members = weights["energy_scale"].shape[0]
+
+    def total(x, s):
+        """Σ v over structures, (v, *aux) as aux."""
+        graph = _shared_graph(x, numbers, structure, n_structures, i, j, s, members)
+        energy, forces = energy_and_forces(first, weights, graph)
+        out = objective(energy, forces, *args)
+        return out[0].sum(), out
+
+    if shift is None:
+        grad, out = torch.func.grad(lambda x: total(x, None), has_aux=True)(positions)
+        return (grad,), out
+    return torch.func.grad(total, argnums=(0, 1), has_aux=True)(positions, shift)
+
+
+@functools.cache
+def _compiled_objective():
+    """The compiled :func:`_objective_and_gradient` (one per process)."""
+    return torch.compile(_objective_and_gradient, dynamic=True)
+
+
+def objective_backward(committee, batch, objective: Callable, *args,
+                       scale: float = 1.0) -> tuple[torch.Tensor, ...]:
+    """``objective(energy [M, B], forces [M, N, d], *args) -> (v [B], *aux)`` on ``batch``
+    under the compiled committee; ``scale · Σ v`` is backpropagated to whatever
+    ``batch.positions`` (and the periodic shifts, through ``batch.cell``) were computed from,
+    as ``(scale * v.sum()).backward()`` would. ``objective`` must be a module-level function
+    (the compiled graph is cached per function) taking tensors, ints and strings; floats
+    that change between calls should be 0-d tensors, or each new value recompiles.
+    Returns (v, *aux), detached.
+    """
+    first = committee.members[0]
+    pairs = first.pairs(batch)
+    weights = committee.stacked(differentiable=False)
+    positions = batch.positions
+    i, j, shift = (None, None, None) if pairs is None else pairs
+    grads, out = _compiled_objective()(
+        first, weights, objective, positions.detach(),
+        None if shift is None else shift.detach(), batch.numbers, batch.structure,
+        batch.n_structures, i, j, args)
+    roots = [(t, g) for t, g in zip((positions, shift), grads, strict=False)
+             if t is not None and t.requires_grad]
+    if roots:
+        torch.autograd.backward([t for t, _ in roots], [scale * g for _, g in roots])
+    return tuple(o.detach() for o in out)
+
+
+def _energy_and_forces_shared(first, weights, positions, numbers, structure, n_structures,
+                              i, j, shift):
+    """:func:`energy_and_forces` of every member on one batch (positions [N, d])."""
+    members = weights["energy_scale"].shape[0]
+    graph = _shared_graph(positions, numbers, structure, n_structures, i, j, shift, members)
+    return energy_and_forces(first, weights, graph)
+
+
+@functools.cache
+def _compiled_forces():
+    """The compiled :func:`_energy_and_forces_shared` (one per process)."""
+    return torch.compile(_energy_and_forces_shared, dynamic=True)
+
+
+def committee_forces(committee, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Energies [M, B] (eV) and forces [M, N, d] (eV/Å) of every member on ``batch`` through
+    the compiled graph (NN-MD, evaluation); no gradient reaches positions or weights."""
+    first = committee.members[0]
+    pairs = first.pairs(batch)
+    i, j, shift = (None, None, None) if pairs is None else pairs
+    with torch.no_grad():
+        return _compiled_forces()(first, committee.stacked(differentiable=False),
+                                  batch.positions, batch.numbers, batch.structure,
+                                  batch.n_structures, i, j, shift)
+
+
+def _loss_gradient(first, parameters, buffers, loss, positions, numbers, structure,
+                   n_structures, pairs, pair_mask, args):
+    """∂Σ loss/∂parameters (name -> [K, ...]) and the losses [K] of
+    ``loss(energy [K, B], forces [K, N, d], *args) -> [K]``, each of the K members on its own
+    padded structures."""
+    def total(params):
+        """Σ of the members' losses, and the losses as aux."""
+        graph = MemberGraph(positions, numbers, structure, n_structures, pairs, pair_mask)
+        energy, forces = energy_and_forces(first, params | buffers, graph)
+        losses = loss(energy, forces, *args)
+        return losses.sum(), losses
+
+    return torch.func.grad(total, has_aux=True)(parameters)
+
+
+@functools.cache
+def _compiled_loss():
+    """The compiled :func:`_loss_gradient` (one per process)."""
+    return torch.compile(_loss_gradient, dynamic=True)
+
+
+def loss_backward(committee, members: list[int], graph: MemberGraph, loss: Callable,
+                  *args) -> torch.Tensor:
+    """Training losses [K] of ``members`` (member members[k] on slice k of the padded
+    ``graph``) by ``loss(energy, forces, *args) -> [K]`` under the compiled committee, their
+    gradients stored in each member's ``.grad`` as ``losses.sum().backward()`` would (added
+    to existing ones). ``loss``: a module-level function, as for :func:`objective_backward`.
+    """
+    chosen = [committee.members[m] for m in members]
+    names = [n for n, _ in chosen[0].named_parameters()]
+    with torch.no_grad():
+        stacked = committee.stacked(members, differentiable=False)
+    parameters = {n: stacked[n] for n in names}
+    buffers = {n: t for n, t in stacked.items() if n not in parameters}
+    grads, losses = _compiled_loss()(
+        chosen[0], parameters, buffers, loss, graph.positions.detach(), graph.numbers,
+        graph.structure, graph.n_structures, graph.pairs, graph.pair_mask, args)
+    for k, member in enumerate(chosen):
+        for name, p in member.named_parameters():
+            g = grads[name][k]  # a view of this step's fresh gradient stack
+            p.grad = g if p.grad is None else p.grad + g
+    return losses.detach()
