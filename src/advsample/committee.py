@@ -122,11 +122,13 @@ class Committee(nn.Module):
         objective, a force-matching loss) can be differentiated again. In evaluation mode
         a vectorized committee reads its weights from a cached stack: gradients then reach
         positions (and cells), not the members' parameters; training mode keeps both.
+        With ``compile``, evaluation-mode forces of positions that need no gradient (NN-MD,
+        evaluation) come from the compiled graph (:func:`advsample.compiled.committee_forces`).
         """
         create_graph = create_graph or self.training
         if not self.vectorized:
             return self._forward_one_by_one(batch, forces, create_graph)
-        if (forces and self.compile and not (create_graph or self.training)
+        if (forces and self.compiles_derivatives and not (create_graph or self.training)
                 and not batch.positions.requires_grad):
             from advsample.compiled import committee_forces
 

@@ -138,9 +138,10 @@ class CommitteeConfig(Strict):
         "MLP: dim, width, depth; MACE: see models/mace.py); null: the model's defaults here, "
         "PaiNN {features: 32, interactions: 2, cutoff: 4.0}")
 
-    compile: bool = _field(False, "torch.compile the committee for NN-MD and evaluation "
-                           "(not attacks or training); about a minute of compiling per "
-                           "generation, then ~2x faster NN-MD steps on a CPU")
+    compile: bool = _field(False, "torch.compile the committee's training, attack, NN-MD and "
+                           "evaluation steps (PaiNN, MLP; derivatives inside the compiled "
+                           "graph): 2-3x faster steps on a CPU after 1-3 minutes of "
+                           "compiling per process (cached on disk for later runs)")
 
     @model_validator(mode="after")
     def _model_defaults(self):

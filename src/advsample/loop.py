@@ -141,9 +141,9 @@ class LoopSettings:
     force error (eV/Å) instead of the maximum (see :meth:`ActiveLearning.target_sigma`);
     select: gate, de-duplication, cap; convergence:
     the uncertainty stop; dim: coordinates per atom (3, or 1-2 for toys); device: "cpu",
-    "cuda" or "auto"; compile: torch.compile the committee for NN-MD and evaluation
-    (``Committee.compile``); seed: of everything random; screen: which fresh labels are
-    rejected (None: none).
+    "cuda" or "auto"; compile: torch.compile the committee's training, attack, NN-MD and
+    evaluation steps (``Committee.compile``); seed: of everything random; screen: which
+    fresh labels are rejected (None: none).
     """
 
     generations: int = 5
@@ -300,6 +300,7 @@ class ActiveLearning:
         committee = previous or Committee.build(s.model, s.committee_size, seed=s.seed * 100 + g,
                                                 **s.hyperparameters)
         committee.to(self.device)
+        committee.compile = s.compile  # training steps compiled too
         cfg = replace(s.train, seed=s.seed * 100 + g, progress=s.progress)
         split = self.validation_split(generations)
         start = time.perf_counter()
