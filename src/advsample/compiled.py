@@ -73,10 +73,41 @@ def _objective_and_gradient(first, weights, objective, positions, shift, numbers
     return torch.func.grad(total, argnums=(0, 1), has_aux=True)(positions, shift)
 
 
+def _compile(fn):
+    """``fn`` through torch.compile with the sizes that change from call to call dynamic
+    from the first call on: every dimension of tensor arguments (atoms, pairs, structures,
+    members), and the member dimension (0) of stacked weights (dicts), whose other
+    dimensions (features) stay fixed so that their loops are specialised. One compiled
+    graph then serves every call, instead of a graph specialised to the first call's sizes
+    followed by a recompile."""
+    compiled = torch.compile(fn, dynamic=True)
+
+    def call(*args):
+        for t, dims in _dynamic_dims(args):
+            for dim in dims:
+                torch._dynamo.maybe_mark_dynamic(t, dim)
+        return compiled(*args)
+
+    return call
+
+
+def _dynamic_dims(value, weights: bool = False):
+    """(tensor, dimensions to mark dynamic) for every tensor in ``value`` (nested tuples,
+    lists and dicts; tensors in dicts are stacked weights: member dimension only)."""
+    if isinstance(value, torch.Tensor):
+        yield value, (range(min(value.dim(), 1)) if weights else range(value.dim()))
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _dynamic_dims(v, weights)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _dynamic_dims(v, True)
+
+
 @functools.cache
 def _compiled_objective():
     """The compiled :func:`_objective_and_gradient` (one per process)."""
-    return torch.compile(_objective_and_gradient, dynamic=True)
+    return _compile(_objective_and_gradient)
 
 
 def objective_backward(committee, batch, objective: Callable, *args,
@@ -116,7 +147,7 @@ def _energy_and_forces_shared(first, weights, positions, numbers, structure, n_s
 @functools.cache
 def _compiled_forces():
     """The compiled :func:`_energy_and_forces_shared` (one per process)."""
-    return torch.compile(_energy_and_forces_shared, dynamic=True)
+    return _compile(_energy_and_forces_shared)
 
 
 def committee_forces(committee, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,7 +180,7 @@ def _loss_gradient(first, parameters, buffers, loss, positions, numbers, structu
 @functools.cache
 def _compiled_loss():
     """The compiled :func:`_loss_gradient` (one per process)."""
-    return torch.compile(_loss_gradient, dynamic=True)
+    return _compile(_loss_gradient)
 
 
 def loss_backward(committee, members: list[int], graph: MemberGraph, loss: Callable,
