@@ -10,8 +10,9 @@ member loop of the first version; together: one batched eager pass; compiled: to
 step: each member its own minibatch of 16 NH3 structures, energy + forces loss, backward,
 Adam; (b) an attack step on 16 NH3 seeds (objective with forces, its gradient, Adam on δ);
 (c) a Langevin NN-MD step of 32 NH3 runs (stability test). Each setting is timed
-``--repeats`` times, interleaved, and the fastest kept (a busy machine slows every setting
-alike; the minimum is the least disturbed). Writes <out-dir>/committee_cost.{json,md}.
+``--repeats`` times, interleaved, and the fastest kept; times are CPU seconds of the one
+benchmark thread (``OMP_NUM_THREADS=1``), so other work on the machine does not inflate
+them. Writes <out-dir>/committee_cost.{json,md}.
 
     PYTHONPATH=<checkout of an older version>/src python benchmarks/committee_cost.py --md-only
 
@@ -50,15 +51,16 @@ def labelled_nh3(n: int, seed: int = 0) -> Batch:
 
 
 def timed(fn, calls: int) -> tuple[float, float]:
-    """(seconds per call of ``fn`` over ``calls`` calls, seconds of one first untimed call
-    (which compiles, when compiled))."""
-    start = time.perf_counter()
+    """(CPU seconds per call of ``fn`` over ``calls`` calls, CPU seconds of one first untimed
+    call (which compiles, when compiled)). CPU time of this process, not wall time: with one
+    thread it measures the work done whatever else runs on the machine."""
+    start = time.process_time()
     fn()
-    first = time.perf_counter() - start
-    start = time.perf_counter()
+    first = time.process_time() - start
+    start = time.process_time()
     for _ in range(calls):
         fn()
-    return (time.perf_counter() - start) / calls, first
+    return (time.process_time() - start) / calls, first
 
 
 MODES = {"loop": (False, False), "together": (True, False), "compiled": (True, True)}
@@ -122,8 +124,8 @@ def main() -> None:
     if args.md_only:
         mode = "compiled" if args.compile else "together"
         times = [measure("md", 4, mode, data, args.md_steps)[0] for _ in range(args.repeats)]
-        print(f"stability test, 4 members, 32 NH3 runs: {min(times) * args.md_steps:.1f} s "
-              f"for {args.md_steps} steps ({1e3 * min(times):.2f} ms per step)")
+        print(f"stability test, 4 members, 32 NH3 runs: {min(times) * args.md_steps:.1f} CPU s "
+              f"for {args.md_steps} steps ({1e3 * min(times):.2f} CPU ms per step)")
         return
     best: dict[tuple, float] = {}
     first: dict[tuple, float] = {}
@@ -154,7 +156,8 @@ def main() -> None:
     text = "\n".join([
         "# Committee cost: members one after another, all at once, and compiled", "",
         f"`{settings['command']}`; PaiNN {MODEL}, float32, {torch.get_num_threads()} thread(s); "
-        f"fastest of {args.repeats} interleaved timings of {args.steps} steps each. loop: one "
+        f"fastest of {args.repeats} interleaved timings of {args.steps} steps each, in CPU "
+        "milliseconds of the one thread (other work on the machine does not count). loop: one "
         "member after another; together: one batched pass over the members (eager); "
         "compiled: together, through torch.compile with the derivatives inside the compiled "
         "graph (`committee.compile: true`; compiling is not in these times).", "",
