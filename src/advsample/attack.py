@@ -177,7 +177,8 @@ def _likelihood_args(batch: Batch, prior: BoltzmannPrior, reduce: str, dtype: to
     """The arguments of :func:`log_likelihood` after energy and forces, for ``batch``."""
     return (batch.structure, batch.n_structures, reduce, prior.reference(batch, dtype),
             batch.n_atoms.to(dtype),
-            torch.tensor(prior.kT, dtype=dtype), torch.tensor(prior.log_q, dtype=dtype))
+            torch.tensor(prior.kT, dtype=dtype, device=batch.device),
+            torch.tensor(prior.log_q, dtype=dtype, device=batch.device))
 
 
 def score(committee: Committee, batch: Batch, prior: BoltzmannPrior, reduce: str = "mean",
