@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -131,7 +132,8 @@ def test_without_bootstrap_every_member_sees_the_split_once_per_epoch_in_its_own
 
 def test_a_member_stops_on_its_own_and_keeps_its_best_weights(monkeypatch):
     data = toy_data(120, seed=3)
-    cfg = TrainConfig(epochs=300, lr=3e-2, patience=5, batch_size=16, val_fraction=0.3, seed=4)
+    cfg = TrainConfig(epochs=300, lr=3e-2, patience=5, batch_size=16, val_fraction=0.3, seed=4,
+                      min_epochs=0)
     committee = Committee.build("mlp", 2, dim=2, width=16, depth=2, seed=1)
     batches, weights = spy_on_members(committee, data, monkeypatch)
     result = fit(committee, data, cfg)
@@ -244,3 +246,29 @@ def test_training_is_reproducible_with_a_fixed_seed():
     for p, q in zip(runs[0][0], runs[1][0], strict=True):
         assert torch.equal(p, q)
     assert runs[0][1] == runs[1][1]
+
+
+def test_min_epochs_keeps_members_from_stopping_nearly_untrained(monkeypatch):
+    """A validation loss that only rises (as when one new validation structure unlike any
+    training one dominates it) is lowest after the first epoch. Without min_epochs every
+    member stops after `patience` epochs and keeps its first-epoch weights; with it, each
+    trains min_epochs + patience epochs and keeps the weights of epoch min_epochs."""
+    import advsample.train as train_module
+
+    data = toy_data(300, seed=5)
+    for min_epochs, want in ((0, 1), (12, 12)):
+        committee = Committee.build("mlp", 2, seed=1, dim=2, width=16, depth=2)
+        states, calls = [], []
+
+        def rising(committee, monitor, cfg, states=states, calls=calls):
+            calls.append(1)
+            states.append([copy.deepcopy(m.state_dict()) for m in committee.members])
+            return torch.full((committee.size,), float(len(calls)))
+
+        monkeypatch.setattr(train_module, "validation_losses", rising)
+        cfg = TrainConfig(epochs=100, patience=4, seed=1, min_epochs=min_epochs)
+        result = fit(committee, data, cfg)
+        assert result.member_epochs == [want + cfg.patience] * 2
+        for m, member in enumerate(committee.members):
+            for name, value in member.state_dict().items():
+                assert torch.equal(value, states[want - 1][m][name])  # epoch `want`'s weights

@@ -162,6 +162,11 @@ class TrainSettings(Strict):
                                  "for validation (fixed once a structure arrives)", ge=0, lt=1)
     patience: int = _field(60, "epochs without validation improvement before a member stops",
                            ge=1)
+    min_epochs: int = _field(100, "epochs every member trains from scratch, and the earliest "
+                             "whose weights it may keep (a validation split whose loss is "
+                             "lowest in the first epochs, e.g. one new structure unlike any "
+                             "training one, would otherwise leave members nearly untrained)",
+                             ge=0)
     lr_patience: int = _field(20, "epochs without improvement before the learning rate "
                               "halves", ge=1)
     bootstrap: bool = _field(True, "each member trains on its own bootstrap resample of the "

@@ -41,6 +41,7 @@ class TrainConfig:
     forces_weight: float = 1.0
     val_fraction: float = 0.1
     patience: int = 200  # a member stops after this many epochs without validation improvement
+    min_epochs: int = 100  # no member stops, or keeps weights from, before this epoch (cold starts)
     lr_patience: int = 50  # epochs without improvement before halving a member's learning rate
     weight_decay: float = 0.0
     seed: int = 0  # validation split, bootstrap resamples, minibatch order
@@ -235,6 +236,7 @@ def _fit(committee: Committee, data: Batch, cfg: TrainConfig, warm_start: bool,
     pairs = members[0].pairs(train, cached=False)  # built once, reused by every minibatch
 
     best = validation_losses(committee, monitor, cfg).tolist() if warm_start else [math.inf] * size
+    min_epochs = 0 if warm_start else cfg.min_epochs
     best_states = [copy.deepcopy(member.state_dict()) for member in members]
     latest, since_best, member_epochs = list(best), [0] * size, [0] * size
     active, history = list(range(size)), []
@@ -256,7 +258,10 @@ def _fit(committee: Committee, data: Batch, cfg: TrainConfig, warm_start: bool,
         for m in active:
             latest[m] = losses[m]
             member_epochs[m] += 1
-            if latest[m] < best[m]:
+            # before min_epochs every epoch counts as the best: a validation split whose loss
+            # is lowest in the first epochs (one new structure unlike any training one) cannot
+            # leave a member with nearly untrained weights (warm starts begin trained)
+            if latest[m] < best[m] or member_epochs[m] <= min_epochs:
                 best[m], since_best[m] = latest[m], 0
                 best_states[m] = copy.deepcopy(members[m].state_dict())
             else:
