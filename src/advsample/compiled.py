@@ -83,6 +83,7 @@ def _compile(fn):
     compiled = torch.compile(fn, dynamic=True)
 
     def call(*args):
+        """The compiled ``fn`` on ``args``, their changing sizes marked dynamic first."""
         for t, dims in _dynamic_dims(args):
             for dim in dims:
                 torch._dynamo.maybe_mark_dynamic(t, dim)
