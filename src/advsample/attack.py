@@ -72,10 +72,6 @@ class BoltzmannPrior:
         ref = self.reference(batch, energy.dtype)
         return (energy - ref) / batch.n_atoms.to(energy.dtype)
 
-    def log_probability(self, energy: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """log p(X) = −e(X)/kT − log Q, [B]."""
-        return -self.per_atom_energy(energy, batch) / self.kT - self.log_q
-
 
 @dataclass
 class AttackConfig:
