@@ -10,10 +10,11 @@ with its Python and dispatch overhead. Values equal the eager autograd path to f
 round-off (tests/test_compiled.py).
 
 Only for vectorized committees (PaiNN, MLP: ``members_energy`` over stacked weights).
-Compiling takes about half a minute to a minute per function on a CPU, once per process
-(twice when the first call's sizes are specialised and a later size forces a dynamic
-recompile); the functions live at module level, so later committees (new generations) reuse
-them. A shape change (more atoms, other pair counts) does not recompile.
+Compiling takes about half a minute to a few minutes per function on a CPU, once per process
+(torch's on-disk cache shortens it in later processes); the functions live at module level,
+so later committees (new generations) reuse them, and sizes are dynamic from the first call
+(:func:`_compile`), so more atoms, other pair counts or fewer active members do not
+recompile.
 """
 
 from __future__ import annotations
@@ -47,10 +48,8 @@ def _shared_graph(positions: torch.Tensor, numbers: torch.Tensor, structure: tor
     each member's forces are its own slice of one gradient); i, j, shift None for models
     without pairs."""
     x = positions.unsqueeze(0).expand(members, *positions.shape).contiguous()
-    pairs = None if i is None else Pairs(i.expand(members, -1), j.expand(members, -1),
-                                         shift.expand(members, -1, -1))
-    return MemberGraph(x, numbers.expand(members, -1), structure.expand(members, -1),
-                       n_structures, pairs)
+    pairs = None if i is None else Pairs(i, j, shift)
+    return MemberGraph.expanded(x, numbers, structure, n_structures, pairs)
 
 
 def _objective_and_gradient(first, weights, objective, positions, shift, numbers, structure,
@@ -193,8 +192,7 @@ def loss_backward(committee, members: list[int], graph: MemberGraph, loss: Calla
     """
     chosen = [committee.members[m] for m in members]
     names = [n for n, _ in chosen[0].named_parameters()]
-    with torch.no_grad():
-        stacked = committee.stacked(members, differentiable=False)
+    stacked = committee.stacked(members, differentiable=False)  # detached
     parameters = {n: stacked[n] for n in names}
     buffers = {n: t for n, t in stacked.items() if n not in parameters}
     grads, losses = _compiled_loss()(

@@ -42,12 +42,20 @@ class MemberGraph(NamedTuple):
     def shared(cls, batch: Batch, positions: torch.Tensor, pairs: Pairs | None) -> MemberGraph:
         """Every member on ``batch``; ``positions`` [M, N, d] (per-member copies, so that
         each member's forces come out of one backward pass)."""
+        return cls.expanded(positions, batch.numbers, batch.structure, batch.n_structures,
+                            pairs)
+
+    @classmethod
+    def expanded(cls, positions: torch.Tensor, numbers: torch.Tensor, structure: torch.Tensor,
+                 n_structures: int, pairs: Pairs | None) -> MemberGraph:
+        """:meth:`shared` from a batch's tensors (numbers, structure long [N]; pairs of the
+        batch or None), as compiled code passes them."""
         m = positions.shape[0]
         if pairs is not None:
             pairs = Pairs(pairs.i.expand(m, -1), pairs.j.expand(m, -1),
                           pairs.shift.expand(m, -1, -1))
-        return cls(positions, batch.numbers.expand(m, -1), batch.structure.expand(m, -1),
-                   batch.n_structures, pairs)
+        return cls(positions, numbers.expand(m, -1), structure.expand(m, -1), n_structures,
+                   pairs)
 
     @classmethod
     def padded(cls, batches: list[Batch], pairs: list[Pairs] | None) -> tuple[MemberGraph,
