@@ -84,6 +84,26 @@ def test_convergence_stop_fires_on_a_toy_absolute_and_plateau():
     assert len(state["uncertainty_statistic"]) == 2
 
 
+def test_an_evaluator_with_every_runs_on_its_generations_and_the_last():
+    short = {"train": {"epochs": 30, "min_epochs": 10}, "sampler": {"steps": 10}}
+    cfg = toy_config(loop={"generations": 3}, **short,
+                     evaluate=[{"type": "grid", "resolution": 10},
+                               {"type": "grid", "name": "sparse", "resolution": 10,
+                                "every": 2}])
+    al = build(parse_config(cfg), None, progress=False)
+    al.run()
+    assert [("sparse" in h, "grid" in h) for h in al.history()] == [
+        (True, True), (False, True), (True, True), (True, True)]  # 0, 2 and the last, 3
+    # a run stopped early by its convergence rule is evaluated at the generation it stops on
+    cfg = toy_config(loop={"generations": 4, "convergence": {
+        "plateau_generations": 1, "plateau_fraction": 0.999}}, **short,
+        evaluate=[{"type": "grid", "resolution": 10, "every": 3}])
+    al = build(parse_config(cfg), None, progress=False)
+    state = al.run()
+    assert state["generation"] == 1
+    assert ["grid" in h for h in al.history()] == [True, True]
+
+
 def test_validation_split_is_fixed_on_arrival(monkeypatch):
     al = build(parse_config(toy_config(train={"val_fraction": 0.2})), None, progress=False)
     early = np.array([0] * 30 + [1] * 10)

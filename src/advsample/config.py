@@ -298,6 +298,9 @@ class EvaluatorBase(Strict):
 
     name: str | None = _field(None, "key of its numbers in metrics.json (default: the type; "
                               "needed to tell two evaluators of one type apart)")
+    every: int = _field(1, "run at generations divisible by this and at the run's last one "
+                        "(e.g. 4 for a long NN-MD test: generations 0, 4, 8, ... and the last)",
+                        ge=1)
 
 
 class EvalTestSet(EvaluatorBase):

@@ -179,7 +179,9 @@ class LoopParts:
     make_executor: a context manager with ``label(oracle, items, on_result, progress)`` and
     ``map(fn, jobs)`` (see ``advsample.executors``).
     make_sampler: generation -> a sampler with ``name`` and ``propose(committee, seeds, prior)``.
-    evaluators: objects with ``name`` and ``evaluate(context) -> dict`` (``advsample.evaluators``).
+    evaluators: objects with ``name`` and ``evaluate(context) -> dict`` (``advsample.evaluators``),
+    and optionally ``every`` (int): run only at generations divisible by it and at a run's last
+    generation (expensive evaluators such as long NN-MD tests; default every generation).
     initial_data: makes or continues generation 0 of the store (labelled rows, or pending
     rows the loop labels next); called at every start, it does nothing once complete.
     """
@@ -331,17 +333,20 @@ class ActiveLearning:
         path = self.checkpoint(g - 1)
         return Committee.load(path) if path.exists() else None
 
-    def evaluate(self, g: int, committee: Committee) -> dict:
+    def evaluate(self, g: int, committee: Committee, last: bool = False) -> dict:
         """metrics of generation ``g``: training errors, label counts, each evaluator's numbers.
 
-        Evaluators missing from a stored metrics.json (killed mid-way, or added to the config
-        since) are run now; finished ones are never repeated.
+        An evaluator with ``every`` = k runs when k divides ``g`` or ``g`` is the run's
+        ``last`` generation. Evaluators missing from a stored metrics.json (killed mid-way,
+        added to the config since, or due now that ``g`` turned out last) are run now;
+        finished ones are never repeated.
         """
         metrics = self._load("metrics", g)
         if metrics is None:
             metrics = {"generation": g, **self._load("train", g), **self._label_counts(g)}
             self._save("metrics", g, metrics)
-        missing = [e for e in self.parts.evaluators if e.name not in metrics]
+        missing = [e for e in self.parts.evaluators if e.name not in metrics
+                   and (last or g % getattr(e, "every", 1) == 0)]
         if missing:
             data, _, generations = self.training_set(g)
             cache = None if self.run_dir is None else self.run_dir / "evaluators"
@@ -498,16 +503,18 @@ class ActiveLearning:
         reason = f"reached {s.generations} generations"
         for g in range(s.generations + 1):
             committee = self.train(g)
-            metrics = self.evaluate(g, committee)
+            metrics = self.evaluate(g, committee, last=g == s.generations)
             log.info("generation %d: %s", g, _scalars(metrics))
             if g == s.generations:
                 break
             if s.label_budget is not None and self.sampled_labels() >= s.label_budget:
                 reason = f"label budget of {s.label_budget} reached"
+                self.evaluate(g, committee, last=True)
                 break
             _, stop = self.sample(g, committee)
             if stop is not None:
                 reason = stop
+                self.evaluate(g, committee, last=True)
                 break
             self.label_pending()
             self.calibrate(g)

@@ -25,6 +25,7 @@ from advsample.evaluators import (
     CoverageEvaluator,
     GridEvaluator,
     PathEvaluator,
+    Scheduled,
     StabilityEvaluator,
     TestSetEvaluator,
 )
@@ -173,49 +174,53 @@ def make_sampler(config: RunConfig, generation: int, progress: bool = True):
 
 def build_evaluators(config: RunConfig, oracle, run_dir: Path | None,
                      progress: bool = True) -> list:
-    """The evaluators of ``config.evaluate``, their reference data loaded or generated."""
+    """The evaluators of ``config.evaluate``, their reference data loaded or generated; those
+    with ``every`` > 1 wrapped in :class:`~advsample.evaluators.Scheduled`."""
+    out = []
+    for spec in config.evaluate:
+        evaluator = _evaluator(spec, config, oracle, run_dir, progress)
+        out.append(Scheduled(evaluator, spec.every) if spec.every > 1 else evaluator)
+    return out
+
+
+def _evaluator(spec, config: RunConfig, oracle, run_dir: Path | None, progress: bool):
+    """One evaluator of ``config.evaluate`` (``spec``), its reference data loaded or made."""
     from advsample.evaluators.path import COORDINATE_LABELS, generated_path
     from advsample.evaluators.test_set import load_test_set
     from advsample.store import read_extxyz
 
-    out = []
-    for spec in config.evaluate:
-        name = spec.name or spec.type
-        if spec.type == "test_set":
-            out.append(TestSetEvaluator(load_test_set(spec.file), name=name,
-                                        reduce=config.sampler.reduce, dim=config.system.dim))
-        elif spec.type == "stability":
-            starts = None if spec.starts is None else read_extxyz(spec.starts)
-            out.append(StabilityEvaluator(
-                starts, name=name, temperature_K=spec.temperature_K, runs=spec.runs,
-                steps=spec.steps, timestep_fs=spec.timestep_fs, floor=spec.floor,
-                bond_ceiling=spec.bond_ceiling, bond_tolerance=spec.bond_tolerance,
-                seed=spec.seed, progress=progress))
-        elif spec.type == "path":
-            if spec.file is not None:
-                frames = load_test_set(spec.file)
-                coordinate = ([float(a.info["coordinate"]) for a in frames]
-                              if all("coordinate" in a.info for a in frames) else None)
-                out.append(PathEvaluator(frames, name=name, coordinate=coordinate))
-            else:
-                cache = None if run_dir is None else run_dir / "evaluators" / f"{name}.extxyz"
-                frames, coordinate = generated_path(spec.generator, initial_structure(config),
-                                                    oracle, cache, spec.points)
-                out.append(PathEvaluator(frames, name=name, coordinate=coordinate,
-                                         coordinate_label=COORDINATE_LABELS[spec.generator]))
-        elif spec.type == "coverage":
-            out.append(CoverageEvaluator(spec.cvs, name=name, bins=spec.bins,
-                                         ranges=spec.ranges))
-        elif spec.type == "conformers":
-            from advsample.evaluators.conformers import ConformerEvaluator, load_grid
+    name = spec.name or spec.type
+    if spec.type == "test_set":
+        return TestSetEvaluator(load_test_set(spec.file), name=name,
+                                reduce=config.sampler.reduce, dim=config.system.dim)
+    if spec.type == "stability":
+        starts = None if spec.starts is None else read_extxyz(spec.starts)
+        return StabilityEvaluator(
+            starts, name=name, temperature_K=spec.temperature_K, runs=spec.runs,
+            steps=spec.steps, timestep_fs=spec.timestep_fs, floor=spec.floor,
+            bond_ceiling=spec.bond_ceiling, bond_tolerance=spec.bond_tolerance,
+            seed=spec.seed, progress=progress)
+    if spec.type == "path":
+        if spec.file is not None:
+            frames = load_test_set(spec.file)
+            coordinate = ([float(a.info["coordinate"]) for a in frames]
+                          if all("coordinate" in a.info for a in frames) else None)
+            return PathEvaluator(frames, name=name, coordinate=coordinate)
+        cache = None if run_dir is None else run_dir / "evaluators" / f"{name}.extxyz"
+        frames, coordinate = generated_path(spec.generator, initial_structure(config),
+                                            oracle, cache, spec.points)
+        return PathEvaluator(frames, name=name, coordinate=coordinate,
+                             coordinate_label=COORDINATE_LABELS[spec.generator])
+    if spec.type == "coverage":
+        return CoverageEvaluator(spec.cvs, name=name, bins=spec.bins, ranges=spec.ranges)
+    if spec.type == "conformers":
+        from advsample.evaluators.conformers import ConformerEvaluator, load_grid
 
-            out.append(ConformerEvaluator(load_grid(spec.file), spec.phi, spec.psi, name=name,
-                                          window_eV=spec.window_eV,
-                                          basin_radius_deg=spec.basin_radius_deg))
-        elif spec.type == "grid":
-            if not hasattr(oracle, "surface"):
-                raise ValueError("evaluate: a grid evaluator needs an analytic oracle")
-            out.append(GridEvaluator(oracle.surface, name=name, resolution=spec.resolution,
-                                     low_below=spec.low_below))
-    return out
+        return ConformerEvaluator(load_grid(spec.file), spec.phi, spec.psi, name=name,
+                                  window_eV=spec.window_eV,
+                                  basin_radius_deg=spec.basin_radius_deg)
+    if not hasattr(oracle, "surface"):  # spec.type == "grid"
+        raise ValueError("evaluate: a grid evaluator needs an analytic oracle")
+    return GridEvaluator(oracle.surface, name=name, resolution=spec.resolution,
+                         low_below=spec.low_below)
 

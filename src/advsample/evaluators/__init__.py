@@ -6,6 +6,9 @@ every result carries its "type" so the report finds its plot in :data:`PLOTS` wi
 config. Nothing here is specific to a molecule: the NH3 inversion path is one path generator.
 """
 
+from dataclasses import dataclass
+from typing import Any
+
 from advsample import calibration
 from advsample.evaluators import conformers, coverage, grid, md_stability, path, test_set
 from advsample.evaluators.conformers import ConformerEvaluator
@@ -25,5 +28,23 @@ PANELS = {"test_set": 2, "stability": 1, "path": 2, "coverage": 2, "grid": 1, "c
           "calibration": 2}
 """Evaluator type -> how many axes its plot draws on."""
 
+
+
+@dataclass
+class Scheduled:
+    """``evaluator`` run only at generations divisible by ``every`` and at a run's last
+    generation (the loop reads ``every``); its numbers are stored under its own name."""
+
+    evaluator: Any
+    every: int
+
+    @property
+    def name(self) -> str:
+        return self.evaluator.name
+
+    def evaluate(self, context) -> dict:
+        return self.evaluator.evaluate(context)
+
+
 __all__ = ["PANELS", "PLOTS", "ConformerEvaluator", "CoverageEvaluator", "GridEvaluator",
-           "PathEvaluator", "StabilityEvaluator", "TestSetEvaluator"]
+           "PathEvaluator", "Scheduled", "StabilityEvaluator", "TestSetEvaluator"]
