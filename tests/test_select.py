@@ -1,3 +1,6 @@
+import ase
+import numpy as np
+import pytest
 import torch
 
 from advsample.attack import Candidates
@@ -5,6 +8,7 @@ from advsample.committee import Committee
 from advsample.select import (
     SelectConfig,
     choose_seeds,
+    distances_to,
     farthest_points,
     kabsch_rmsd,
     select,
@@ -59,6 +63,40 @@ def test_kabsch_rmsd_ignores_rotation_and_translation():
     c = a.clone()
     c[0, 0, 0] += 0.5
     assert kabsch_rmsd(a, c).item() > 0.05
+
+
+def _nh3(positions) -> Batch:
+    return Batch.from_atoms([ase.Atoms("NH3", positions=positions)], labels=False)
+
+
+def test_distances_metric_is_blind_to_swapped_hydrogens_and_mirror_images():
+    nh3 = np.array([[0.0, 0.0, 0.1], [0.95, 0.0, -0.3], [-0.4, 0.85, -0.3],
+                    [-0.45, -0.8, -0.35]])
+    reference = _nh3(nh3)
+    swapped = _nh3(nh3[[0, 2, 1, 3]])
+    mirrored = _nh3(nh3 * np.array([1.0, 1.0, -1.0]))
+    for copy in (swapped, mirrored):
+        assert distances_to(reference, copy, "distances").item() < 1e-6
+        assert distances_to(reference, copy, "rmsd").item() > 0.1  # RMSD counts them new
+    # one N-H stretched by 0.3 Å: the RMS over the 6 sorted distances, computed by hand
+    stretched = nh3.copy()
+    stretched[1] += 0.3 * stretched[1] / np.linalg.norm(stretched[1])
+
+    def pair_distances(x):
+        nh = sorted(np.linalg.norm(x[k] - x[0]) for k in (1, 2, 3))
+        hh = sorted(np.linalg.norm(x[a] - x[b]) for a, b in ((1, 2), (1, 3), (2, 3)))
+        return np.array(nh + hh)
+
+    expected = np.sqrt(np.mean((pair_distances(stretched) - pair_distances(nh3)) ** 2))
+    got = distances_to(reference, _nh3(stretched), "distances").item()
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_distances_metric_refuses_periodic_structures():
+    cell = ase.Atoms("Cu2", positions=[[0, 0, 0], [1.8, 0, 0]], cell=[3.6] * 3, pbc=True)
+    batch = Batch.from_atoms([cell], labels=False)
+    with pytest.raises(ValueError, match="periodic"):
+        distances_to(batch, batch, "distances")
 
 
 def test_rank_by_objective_uncertainty_or_at_random():

@@ -247,9 +247,11 @@ class SelectSettings(Strict):
     gate_absolute: float | None = _field(None, "uncertainty gate as an absolute σ²_F "
                                          "((eV/Å)²; overrides the percentile)", ge=0)
     min_separation: float = _field(0.03, "smallest distance of a pick to training data and "
-                                   "other picks (Å RMSD, or toy units)", ge=0)
-    metric: Literal["rmsd", "coordinates"] = _field("rmsd", "distance: RMSD after alignment "
-                                                    "(molecules) or plain coordinates (toys)")
+                                   "other picks (Å in the chosen metric, or toy units)", ge=0)
+    metric: Literal["rmsd", "distances", "coordinates"] = _field(
+        "rmsd", "distance: RMSD after alignment (same atom order), RMS difference of the "
+        "sorted interatomic distances per element pair (molecules: blind to swapped like "
+        "atoms and mirror images, as the committee is), or plain coordinates (toys)")
     rank: Literal["objective", "uncertainty", "random"] = _field(
         "objective", "order in which candidates above the gate are taken: by the attack's "
         "objective, by σ²_F, or at random (MD-based AL's frames above the gate)")

@@ -31,8 +31,10 @@ class SelectConfig:
     """max_new: labels per generation; gate_percentile: σ²_F threshold as this percentile of
     the training set's σ²_F (ignored if gate_absolute, in (eV/Å)², is set); min_separation:
     smallest allowed distance to training data and other picks (Å, or toy units); metric:
-    "coordinates" (RMS of coordinate differences, no alignment: toys) or "rmsd" (RMSD after
-    optimal rotation and translation, same atom order: molecules); rank: the order in which
+    "coordinates" (RMS of coordinate differences, no alignment: toys), "rmsd" (RMSD after
+    optimal rotation and translation, same atom order) or "distances" (RMS difference of the
+    sorted interatomic distances per element pair, blind to permutations of like atoms and
+    to mirror images: molecules, see :func:`sorted_distances`); rank: the order in which
     gated candidates are taken: "objective" (log L, the attack's), "uncertainty" (σ²_F) or
     "random" (no preference among those above the gate, as MD-based AL takes its frames;
     seeded by ``seed``); diversity: "none" (take them in that order) or "fps"
@@ -110,10 +112,35 @@ def distances_to(reference: Batch, candidate: Batch, metric: str) -> torch.Tenso
         d = (ref_pos - x).pow(2).sum(-1).mean(-1).sqrt()
     elif metric == "rmsd":
         d = kabsch_rmsd(ref_pos, x.expand_as(ref_pos))
+    elif metric == "distances":
+        if bool(candidate.pbc.any()) or bool(ref.pbc.any()):
+            raise ValueError("select.metric 'distances' compares molecules; periodic "
+                             "structures need 'rmsd' or 'coordinates'")
+        d = (sorted_distances(ref_pos, candidate.numbers)
+             - sorted_distances(x, candidate.numbers)).pow(2).mean(-1).sqrt()
     else:
-        raise ValueError(f"metric must be 'coordinates' or 'rmsd', got {metric!r}")
+        raise ValueError(f"metric must be 'coordinates', 'rmsd' or 'distances', got {metric!r}")
     out[idx] = torch.where(match, d, torch.full_like(d, float("inf")))
     return out
+
+
+def sorted_distances(positions: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
+    """Every interatomic distance, sorted within each pair of elements: [P, n, 3] positions
+    of P structures with atomic numbers [n] -> [P, n(n-1)/2] (Å), the groups in a fixed order.
+
+    Invariant to rotation, translation, reflection and any permutation of like atoms, as the
+    committee's energy is: the mirror image of an NH3 geometry or the same geometry with two
+    hydrogens swapped is at distance 0 from it (the "distances" metric of :func:`distances_to`).
+    """
+    n = positions.shape[1]
+    i, j = torch.triu_indices(n, n, 1, device=positions.device)
+    r = (positions[:, i] - positions[:, j]).norm(dim=-1)  # [P, pairs]
+    z_lo = torch.minimum(numbers[i], numbers[j]).to(r.dtype)
+    z_hi = torch.maximum(numbers[i], numbers[j]).to(r.dtype)
+    # one sort key: pair type first (element numbers < 128, distances < 1e6 Å), distance next
+    key = (z_lo * 128 + z_hi) * 1e6 + r
+    order = torch.argsort(key, dim=-1)
+    return torch.gather(r, -1, order)
 
 
 def kabsch_rmsd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -40,9 +40,11 @@ class Scheduled:
 
     @property
     def name(self) -> str:
+        """The wrapped evaluator's name."""
         return self.evaluator.name
 
     def evaluate(self, context) -> dict:
+        """The wrapped evaluator's numbers for ``context``."""
         return self.evaluator.evaluate(context)
 
 
