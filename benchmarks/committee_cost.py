@@ -83,7 +83,8 @@ def measure(task: str, members: int, mode: str, data: Batch, steps: int) -> tupl
         own = [member_training_indices(data.n_structures, cfg, m)[:16] for m in range(members)]
         batches = [data.select(i) for i in own]
         step_pairs = [select_pairs(pairs, data, i) for i in own]
-        opts = [torch.optim.Adam(m.parameters(), lr=1e-3, foreach=True) for m in committee.members]
+        opts = [torch.optim.Adam(m.parameters(), lr=1e-3, fused=True)  # as train.fit does
+                for m in committee.members]
         committee.train()
 
         def step():
@@ -93,6 +94,7 @@ def measure(task: str, members: int, mode: str, data: Batch, steps: int) -> tupl
             _step_backward(committee, list(range(members)), batches, step_pairs, cfg)
             for opt in opts:
                 opt.step()
+            committee.weights_changed()
 
         return timed(step, steps)
     committee.eval()

@@ -80,6 +80,11 @@ class Committee(nn.Module):
         self._stack_cache, self._tensor_lists = None, {}
         return super()._apply(fn, *args, **kwargs)
 
+    def weights_changed(self) -> None:
+        """Forget the cached stack of weights (see :meth:`stacked`). Needed after in-place
+        updates that do not bump tensor versions: the fused Adam kernel is one."""
+        self._stack_cache = None
+
     @classmethod
     def build(cls, model: str, size: int, seed: int = 0, **hyperparameters) -> Committee:
         """``size`` members of model ``model``, member m initialised with seed ``seed + m``."""
