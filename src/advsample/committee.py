@@ -8,7 +8,6 @@ energies with respect to that expanded tensor holds every member's forces at onc
 from __future__ import annotations
 
 import contextlib
-import itertools
 import pickle
 import re
 import warnings
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from advsample.models import build_model, model_name
-from advsample.models.base import MemberGraph, stack_members
+from advsample.models.base import MemberGraph
 from advsample.neighbors import Pairs
 from advsample.structures import Batch
 
@@ -66,7 +65,7 @@ class Committee(nn.Module):
         self.members = nn.ModuleList(members)
         self.vectorize = True  # evaluate members together where the model supports it
         self._stack_cache: tuple | None = None  # (key, stacked weights) see stacked()
-        self._tensor_lists: dict[tuple, list] = {}  # members' ids -> their tensors
+        self._named: list[dict[str, torch.Tensor]] | None = None  # see member_tensors()
         # torch.compile: the energy of evaluation-mode passes (NN-MD, evaluation), and the
         # attack and training steps with their second derivatives taken inside the compiled
         # graph (advsample.compiled). Compiling takes about a minute per kind of pass on a
@@ -76,8 +75,8 @@ class Committee(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         """Module conversions (``.to``, ``.float``, ...) may replace tensors: forget the
-        cached stack and tensor lists."""
-        self._stack_cache, self._tensor_lists = None, {}
+        cached stack and tensor maps."""
+        self._stack_cache, self._named = None, None
         return super()._apply(fn, *args, **kwargs)
 
     def weights_changed(self) -> None:
@@ -156,6 +155,19 @@ class Committee(nn.Module):
             (grad,) = torch.autograd.grad(energy.sum(), expanded, create_graph=create_graph)
         return CommitteeOutput(energy, -grad)
 
+    def member_tensors(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's parameters, then its buffers, by name (the same names and order for
+        every member). Built once: walking the module trees costs more than a step."""
+        if self._named is None:
+            self._named = [dict(m.named_parameters()) | dict(m.named_buffers())
+                           for m in self.members]
+        return self._named[k]
+
+    def parameter_names(self) -> list[str]:
+        """Names of a member's parameters (the first entries of :meth:`member_tensors`)."""
+        n = sum(1 for _ in self.members[0].parameters())
+        return list(self.member_tensors(0))[:n]
+
     def stacked(self, members: list[int] | None = None, differentiable: bool = True
                 ) -> dict[str, torch.Tensor]:
         """The chosen members' (default: all) parameters and buffers stacked, name -> [M, ...].
@@ -163,21 +175,23 @@ class Committee(nn.Module):
         ``differentiable``: a fresh stack through which gradients reach each member's own
         parameters (training). Otherwise (evaluation, attacks, NN-MD: gradients with respect
         to positions only) a detached stack is cached until a parameter or buffer changes
-        (tracked by tensor versions and storage), so a step does not copy the weights again.
+        (tracked by tensor versions and storage, or :meth:`weights_changed`), so a step does
+        not copy the weights again.
         """
-        chosen = list(self.members) if members is None else [self.members[k] for k in members]
+        chosen = [self.member_tensors(k) for k in (range(self.size) if members is None
+                                                   else members)]
+
+        def stack() -> dict[str, torch.Tensor]:
+            return {name: torch.stack([t[name] for t in chosen]) for name in chosen[0]}
+
         if differentiable:
-            return stack_members(chosen)
-        ids = tuple(id(m) for m in chosen)
-        if ids not in self._tensor_lists:  # walking the module trees costs more than a step
-            self._tensor_lists[ids] = [t for m in chosen
-                                       for t in itertools.chain(m.parameters(), m.buffers())]
-        tensors = self._tensor_lists[ids]
-        key = (ids, tuple(t._version for t in tensors),
+            return stack()
+        tensors = [t for named in chosen for t in named.values()]
+        key = (tuple(id(named) for named in chosen), tuple(t._version for t in tensors),
                tuple(t.data_ptr() for t in tensors))
         if self._stack_cache is None or self._stack_cache[0] != key:
             with torch.no_grad():
-                self._stack_cache = (key, stack_members(chosen))
+                self._stack_cache = (key, stack())
         return self._stack_cache[1]
 
     def _compiled_energy(self):

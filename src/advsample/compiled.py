@@ -190,16 +190,16 @@ def loss_backward(committee, members: list[int], graph: MemberGraph, loss: Calla
     gradients stored in each member's ``.grad`` as ``losses.sum().backward()`` would (added
     to existing ones). ``loss``: a module-level function, as for :func:`objective_backward`.
     """
-    chosen = [committee.members[m] for m in members]
-    names = [n for n, _ in chosen[0].named_parameters()]
+    names = committee.parameter_names()
     stacked = committee.stacked(members, differentiable=False)  # detached
     parameters = {n: stacked[n] for n in names}
     buffers = {n: t for n, t in stacked.items() if n not in parameters}
     grads, losses = _compiled_loss()(
-        chosen[0], parameters, buffers, loss, graph.positions.detach(), graph.numbers,
-        graph.structure, graph.n_structures, graph.pairs, graph.pair_mask, args)
-    for k, member in enumerate(chosen):
-        for name, p in member.named_parameters():
-            g = grads[name][k]  # a view of this step's fresh gradient stack
+        committee.members[members[0]], parameters, buffers, loss, graph.positions.detach(),
+        graph.numbers, graph.structure, graph.n_structures, graph.pairs, graph.pair_mask, args)
+    for k, m in enumerate(members):
+        tensors = committee.member_tensors(m)
+        for name in names:
+            p, g = tensors[name], grads[name][k]  # g: a view of this step's gradient stack
             p.grad = g if p.grad is None else p.grad + g
     return losses.detach()

@@ -94,15 +94,6 @@ class MemberGraph(NamedTuple):
         return cls(positions, numbers, structure, b, stacked_pairs, mask), real
 
 
-def stack_members(members: list[nn.Module]) -> dict[str, torch.Tensor]:
-    """Every parameter and buffer of the members stacked along a new first dimension,
-    name -> [M, ...] (differentiable: gradients flow back to each member's own parameter)."""
-    first = members[0]
-    names = [n for n, _ in first.named_parameters()] + [n for n, _ in first.named_buffers()]
-    states = [dict(m.named_parameters()) | dict(m.named_buffers()) for m in members]
-    return {name: torch.stack([state[name] for state in states]) for name in names}
-
-
 def member_linear(x: torch.Tensor, weight: torch.Tensor,
                   bias: torch.Tensor | None = None) -> torch.Tensor:
     """Each member's linear map in one batched matrix product: x [M, ..., in], weight
@@ -157,7 +148,7 @@ class EnergyModel(nn.Module, abc.ABC):
     # Subclasses that evaluate M members at once set this and define the classmethod
     # ``members_network(first, stacked, graph) -> [M, B]`` (dimensionless): ``first`` any
     # member (for its hyperparameters), ``stacked`` every member's parameters and buffers
-    # (:func:`stack_members`). Models without it (MACE) are evaluated one member at a time.
+    # (``Committee.stacked``). Models without it (MACE) are evaluated one member at a time.
     supports_members = False
 
     def pairs(self, batch: Batch, cached: bool = True) -> Pairs | None:
