@@ -80,9 +80,21 @@ def method_config(config: dict, method: str | None = None) -> dict:
     return merge(base, config.get("methods", {}).get(method, {"sampler": {"type": method}}))
 
 
-def run_loop(config: dict, seed: int, run_dir: Path) -> list[dict]:
-    """One repeat: the loop of ``config`` with ``seed`` in ``run_dir`` (resumed when there);
-    its history (each row with the package's "labels_added")."""
+SAMPLING_KEYS = ("sampler", "select", "loop")
+"""Config keys generation 0 does not depend on (it ends before the first sampling)."""
+
+GENERATION_0 = "generation_0"
+"""<work dir>/generation_0/repeat_<r>: the generation 0 shared by a repeat's methods."""
+
+
+def before_sampling(config: dict) -> dict:
+    """The part of a method's config that its generation 0 depends on."""
+    return {k: v for k, v in config.items() if k not in SAMPLING_KEYS}
+
+
+def _loop(config: dict, seed: int, run_dir: Path):
+    """The loop of ``config`` with ``seed`` in ``run_dir`` (resumed when there), logging with
+    the run's name, on one thread."""
     import logging
 
     import torch
@@ -97,7 +109,40 @@ def run_loop(config: dict, seed: int, run_dir: Path) -> list[dict]:
     if not (run_dir / "config.yaml").exists():
         (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "seed": seed},
                                                             sort_keys=False))
-    al = resume(run_dir, progress=False)
+    return resume(run_dir, progress=False)
+
+
+def run_generation_0(config: dict, seed: int, run_dir: Path) -> list[dict]:
+    """Generation 0 of one repeat (initial data, committee, evaluation: ``ActiveLearning.start``)
+    in ``run_dir``; its history (one row)."""
+    al = _loop(config, seed, run_dir)
+    al.start()
+    return al.history()
+
+
+def copy_generation_0(source: Path, run_dir: Path) -> None:
+    """Give the unstarted run ``run_dir`` the finished generation 0 of ``source``: its labels
+    (SQLite backup: a consistent copy), initial data, evaluator caches and gen_000. The run
+    then resumes at its first sampling."""
+    import shutil
+    import sqlite3
+
+    with sqlite3.connect(source / "labels.db") as src, \
+            sqlite3.connect(run_dir / "labels.db") as dst:
+        src.backup(dst)
+    for name in ("initial", "evaluators", "generations/gen_000"):
+        if (source / name).exists():
+            shutil.copytree(source / name, run_dir / name)
+
+
+def run_loop(config: dict, seed: int, run_dir: Path, shared: Path | None = None) -> list[dict]:
+    """One repeat: the loop of ``config`` with ``seed`` in ``run_dir`` (resumed when there),
+    started from the shared generation 0 in ``shared`` when given and finished; its history
+    (each row with the package's "labels_added")."""
+    if (shared is not None and (shared / "history.json").exists()
+            and not (run_dir / "labels.db").exists()):
+        copy_generation_0(shared, run_dir)
+    al = _loop(config, seed, run_dir)
     al.run()
     return al.history()
 
@@ -145,6 +190,29 @@ def compute_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_methods(config: dict, args) -> None:
+    """Every method x repeat of ``config``. The methods whose generation 0 depends on nothing
+    they do not share (the same config but for SAMPLING_KEYS) start from one generation 0
+    per repeat, made first in <work dir>/generation_0/: it is the same committee in every
+    one of them, and its evaluation (long NN-MD tests) is paid once."""
+    configs = {m: method_config(config, m) for m in args.methods}
+    first = before_sampling(configs[args.methods[0]])
+    sharing = [m for m in args.methods if before_sampling(configs[m]) == first]
+    if len(sharing) > 1:
+        common.run_repeats({GENERATION_0: partial(run_generation_0, configs[sharing[0]])},
+                           args.repeats, args.work_dir, args.workers)
+    fns = {m: partial(run_loop, configs[m]) for m in args.methods}
+    for m in sharing if len(sharing) > 1 else []:
+        fns[m] = partial(_shared_loop, configs[m], args.work_dir / GENERATION_0)
+    common.run_repeats(fns, args.repeats, args.work_dir, args.workers)
+
+
+def _shared_loop(config: dict, shared_root: Path, seed: int, run_dir: Path) -> list[dict]:
+    """:func:`run_loop` from the shared generation 0 of this repeat (same repeat directory
+    name under ``shared_root``)."""
+    return run_loop(config, seed, run_dir, shared_root / run_dir.name)
+
+
 def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict,
               log: frozenset = frozenset(), targets: dict | None = None,
               after=None) -> None:
@@ -156,9 +224,8 @@ def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict
     its own labels-to-target table (``target`` is the one drawn on the curves); ``after``:
     (results, config, out_dir) -> extra document lines (e.g. figures of the driver's own)."""
     config = configure(files, args.work_dir / "reference", args.set)
-    fns = {m: partial(run_loop, method_config(config, m)) for m in args.methods}
     if not args.aggregate_only:
-        common.run_repeats(fns, args.repeats, args.work_dir, args.workers)
+        run_methods(config, args)
     results, partial_runs = collect(args.methods, args.repeats, args.work_dir)
     results = with_compute(results)
     named = {"": target, **(targets or {})}

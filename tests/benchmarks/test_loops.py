@@ -118,3 +118,40 @@ def test_collect_finished_and_unfinished_loops(tmp_path):
     results, unfinished = loops.collect(["attack", "md", "random"], 2, tmp_path)
     assert results == {"attack": [rows], "md": [rows[:2]]}
     assert unfinished == ["md/repeat_1 (2 generations)"]
+
+
+def _toy_config() -> dict:
+    """A tiny double-well benchmark config with three methods: two that differ only in how
+    they sample, one that trains differently."""
+    return {
+        "seed": 0, "system": {"dim": 2, "box": [-1.2, 1.2]},
+        "initial": {"method": "uniform_box", "frames": 100, "energy_max": -2.0},
+        "oracle": {"type": "analytic", "surface": "double_well_2d"},
+        "committee": {"model": "mlp", "size": 2, "hyperparameters": {"width": 16, "depth": 2}},
+        "train": {"epochs": 20, "min_epochs": 5, "batch_size": None, "forces_weight": 1.0},
+        "sampler": {"type": "attack", "kT": 5.0, "steps": 10, "max_displacement": None},
+        "select": {"max_new": 5, "min_separation": 0.05},
+        "loop": {"generations": 1, "convergence": {"plateau_generations": None}},
+        "evaluate": [{"type": "grid", "resolution": 10}],
+        "methods": {"attack": {}, "random": {"sampler": {"type": "random"}},
+                    "longer": {"train": {"epochs": 30}}},
+    }
+
+
+def test_methods_that_sample_differently_share_one_generation_0(tmp_path):
+    import types
+
+    args = types.SimpleNamespace(methods=["attack", "random", "longer"], repeats=1,
+                                 work_dir=tmp_path, workers=1)
+    loops.run_methods(_toy_config(), args)
+    shared = tmp_path / loops.GENERATION_0 / "repeat_0"
+    assert (shared / "history.json").exists()
+    first = (shared / "generations/gen_000/train.json").read_text()
+    for method in ("attack", "random"):  # generation 0 copied, not trained again
+        run = tmp_path / method / "repeat_0"
+        assert (run / "generations/gen_000/train.json").read_text() == first
+        history = json.loads((run / "history.json").read_text())
+        assert [h["generation"] for h in history] == [0, 1] and history[1]["new_labels"] > 0
+    own = json.loads((tmp_path / "longer/repeat_0/generations/gen_000/train.json").read_text())
+    assert own != json.loads(first)  # another training config: its own generation 0
+    assert not (tmp_path / loops.GENERATION_0 / "longer").exists()
