@@ -165,27 +165,41 @@ def collect(methods: list[str], repeats: int, work_dir: Path) -> tuple[dict, lis
 
 def with_compute(results: dict) -> dict:
     """Each history row gains "nn_seconds": the loop's NN wall time up to that generation's
-    committee (training of generations <= g and sampling of generations < g, s)."""
+    committee (training of generations <= g and sampling of generations < g, s), and, where
+    the loop recorded them, "sampling_evaluations": the structures its committees evaluated
+    while sampling generations < g (machine-independent NN cost of sampling)."""
     for histories in results.values():
         for history in histories:
-            total = 0.0
+            total, evaluations = 0.0, 0
             for row in history:
                 total += float(row.get("train_seconds") or 0.0)
                 row["nn_seconds"] = total
-                total += float((row.get("sampling") or {}).get("seconds") or 0.0)
+                sampling = row.get("sampling") or {}
+                if "nn_evaluations" in sampling or evaluations:
+                    row["sampling_evaluations"] = evaluations
+                total += float(sampling.get("seconds") or 0.0)
+                evaluations += int(sampling.get("nn_evaluations") or 0)
     return results
 
 
 def compute_table(results: dict) -> str:
-    """Markdown table per method: labels added, NN seconds (training + sampling) and oracle
-    seconds of a whole loop, median over repeats with 90 % bootstrap intervals."""
-    lines = ["| method | labels added | NN seconds (train + sample) | oracle seconds |",
-             "|---|---|---|---|"]
+    """Markdown table per method: labels added, NN seconds (training + sampling), structures
+    evaluated by the committee while sampling (when recorded) and oracle seconds of a whole
+    loop, median over repeats with 90 % bootstrap intervals."""
+    counted = any("nn_evaluations" in (r.get("sampling") or {})
+                  for hs in results.values() for h in hs for r in h)
+    lines = ["| method | labels added | NN seconds (train + sample) | "
+             + ("sampling: structures evaluated | " if counted else "") + "oracle seconds |",
+             "|---|---|---|" + ("---|" if counted else "") + "---|"]
     for m, histories in results.items():
         final = [h[-1] for h in histories]
         oracle = [sum(float(r.get("oracle_seconds") or 0.0) for r in h) for h in histories]
-        cells = [common.format_ci(*common.median_ci(values), ".4g") for values in (
-            [r["labels_added"] for r in final], [r["nn_seconds"] for r in final], oracle)]
+        columns = [[r["labels_added"] for r in final], [r["nn_seconds"] for r in final]]
+        if counted:
+            columns.append([sum(int((r.get("sampling") or {}).get("nn_evaluations") or 0)
+                                for r in h) for h in histories])
+        cells = [common.format_ci(*common.median_ci(values), ".4g")
+                 for values in (*columns, oracle)]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -44,6 +44,9 @@ def test_toy_generations_lower_the_grid_error_inside_the_box():
     assert state["reason"] == "reached 2 generations"
     assert history[1]["labels"] == history[0]["labels"] + history[1]["new_labels"]
     assert 0 < history[1]["new_labels"] <= 20
+    # NN cost of sampling: at least one committee pass per attack step of every restart
+    n_seeds, steps, restarts = history[0]["labels"], 100, 2
+    assert history[0]["sampling"]["nn_evaluations"] >= n_seeds * restarts * steps
     assert history[2]["grid"]["rmse_grid"] < history[0]["grid"]["rmse_grid"]
     surface = DoubleWell2D()
     new = np.array([a.positions[0, :2] for a in al.store.training_atoms()

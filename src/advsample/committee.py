@@ -72,6 +72,10 @@ class Committee(nn.Module):
         # CPU, once per process, and pays off over a run's thousands of steps.
         self.compile = False
         self._compiled = None
+        # structures evaluated so far (one structure's energies and forces, or objective and
+        # its gradient, for all members counts 1): the NN cost of sampling in units that do
+        # not depend on the machine or on what else runs on it
+        self.evaluated = 0
 
     def _apply(self, fn, *args, **kwargs):
         """Module conversions (``.to``, ``.float``, ...) may replace tensors: forget the
@@ -130,6 +134,7 @@ class Committee(nn.Module):
         evaluation) come from the compiled graph (:func:`advsample.compiled.committee_forces`).
         """
         create_graph = create_graph or self.training
+        self.evaluated += batch.n_structures
         if not self.vectorized:
             return self._forward_one_by_one(batch, forces, create_graph)
         if (forces and self.compiles_derivatives and not (create_graph or self.training)

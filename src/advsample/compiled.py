@@ -120,6 +120,7 @@ def objective_backward(committee, batch, objective: Callable, *args,
     that change between calls should be 0-d tensors, or each new value recompiles.
     Returns (v, *aux), detached.
     """
+    committee.evaluated += batch.n_structures
     first = committee.members[0]
     pairs = first.pairs(batch)
     weights = committee.stacked(differentiable=False)

@@ -10,7 +10,9 @@ is given, one folder per generation are the state::
 
     generations/gen_NNN/committee.pt       committee trained on generations 0..NNN
     generations/gen_NNN/metrics.json       training errors + each evaluator's numbers
-    generations/gen_NNN/sampling.json      candidates' σ²_F statistics, gate, chosen count
+    generations/gen_NNN/sampling.json      candidates' σ²_F statistics, gate, chosen count, NN cost
+                                           (seconds; nn_evaluations: structures the committee
+                                           evaluated, Committee.evaluated)
     generations/gen_NNN/candidates.extxyz  every candidate, the chosen ones flagged
     stopped.json                           which rule ended the run, and the statistic's curve
 
@@ -393,7 +395,7 @@ class ActiveLearning:
         sampler = self.parts.make_sampler(g)
         if s.target_error is not None and getattr(sampler, "name", "") == "attack":
             sampler.config = replace(sampler.config, target_sigma=self.target_sigma(g))
-        start = time.perf_counter()
+        start, evaluated = time.perf_counter(), committee.evaluated
         result = sample_generation(committee, training, sampler, self.kT(), select_cfg,
                                    seeds=training.select(seed_index))
         cands = result.candidates
@@ -404,7 +406,8 @@ class ActiveLearning:
                  "chosen": len(result.chosen),
                  "uncertainty_max": float(uncertainty.max()) if len(cands) else float("nan"),
                  "uncertainty_statistic": s.convergence.value(uncertainty),
-                 "seconds": time.perf_counter() - start}
+                 "seconds": time.perf_counter() - start,
+                 "nn_evaluations": committee.evaluated - evaluated}
         self._save("sampling", g, stats)
         if self.run_dir is not None:
             _write_candidates(self.generation_dir(g) / "candidates.extxyz", cands, result.chosen)

@@ -155,3 +155,17 @@ def test_methods_that_sample_differently_share_one_generation_0(tmp_path):
     own = json.loads((tmp_path / "longer/repeat_0/generations/gen_000/train.json").read_text())
     assert own != json.loads(first)  # another training config: its own generation 0
     assert not (tmp_path / loops.GENERATION_0 / "longer").exists()
+
+
+def test_compute_counts_sampling_evaluations_per_loop():
+    history = [{"generation": 0, "labels_added": 0, "train_seconds": 2.0,
+                "sampling": {"seconds": 1.0, "nn_evaluations": 100}},
+               {"generation": 1, "labels_added": 5, "train_seconds": 3.0,
+                "sampling": {"seconds": 1.5, "nn_evaluations": 40}},
+               {"generation": 2, "labels_added": 9, "train_seconds": 4.0}]
+    results = loops.with_compute({"attack": [history]})
+    rows = results["attack"][0]
+    assert [r["nn_seconds"] for r in rows] == [2.0, 6.0, 11.5]
+    assert [r["sampling_evaluations"] for r in rows] == [0, 100, 140]
+    table = loops.compute_table(results)
+    assert "structures evaluated" in table and "| 140 " in table
