@@ -305,14 +305,19 @@ def plot_curves(results: Results, keys: list[str] | dict[str, str], path: Path,
     for ax, key in zip(axes[0], titles):
         for i, (m, histories) in enumerate(results.items()):
             color, marker = f"C{i % 10}", "osD^v<>ph*"[i % 10]
-            for h in histories:
-                ax.plot([metric(r, labels_key) for r in h], [metric(r, key) for r in h],
-                        "-", color=color, lw=0.6, alpha=0.35)
+            for h in histories:  # generations without the metric (evaluated every k) left out
+                points = [(metric(r, labels_key), metric(r, key)) for r in h]
+                points = [p for p in points if not math.isnan(p[1])]
+                ax.plot([x for x, _ in points], [y for _, y in points], "-", color=color,
+                        lw=0.6, alpha=0.35)
             c = curves(histories, key, labels_key)
+            keep = [k for k, v in enumerate(c["median"]) if not math.isnan(v)]
+            x, med, lo, hi = ([c[name][k] for k in keep]
+                              for name in ("labels", "median", "lo", "hi"))
             # hollow markers of growing size and dashes: coinciding medians stay visible
-            ax.plot(c["labels"], c["median"], marker=marker, ls=("-", "--", ":", "-.")[i % 4],
+            ax.plot(x, med, marker=marker, ls=("-", "--", ":", "-.")[i % 4],
                     color=color, mfc="none", ms=5 + 2 * i, label=m)
-            ax.fill_between(c["labels"], c["lo"], c["hi"], color=color, alpha=0.2)
+            ax.fill_between(x, lo, hi, color=color, alpha=0.2)
         if targets and key in targets:
             ax.axhline(targets[key], color="k", ls=":")
         if key in log:
