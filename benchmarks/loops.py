@@ -121,18 +121,25 @@ def run_generation_0(config: dict, seed: int, run_dir: Path) -> list[dict]:
 
 
 def copy_generation_0(source: Path, run_dir: Path) -> None:
-    """Give the unstarted run ``run_dir`` the finished generation 0 of ``source``: its labels
-    (SQLite backup: a consistent copy), initial data, evaluator caches and gen_000. The run
-    then resumes at its first sampling."""
+    """Give the unstarted run ``run_dir`` the finished generation 0 of ``source``: its initial
+    data, evaluator caches and gen_000, then its labels (SQLite backup: a consistent copy)
+    renamed into place last, so a copy killed half-way leaves no labels.db and is redone on
+    the next start. The run then resumes at its first sampling."""
     import shutil
     import sqlite3
 
-    with sqlite3.connect(source / "labels.db") as src, \
-            sqlite3.connect(run_dir / "labels.db") as dst:
-        src.backup(dst)
     for name in ("initial", "evaluators", "generations/gen_000"):
         if (source / name).exists():
-            shutil.copytree(source / name, run_dir / name)
+            shutil.copytree(source / name, run_dir / name, dirs_exist_ok=True)
+    partial_db = run_dir / "labels.db.partial"
+    partial_db.unlink(missing_ok=True)
+    src, dst = sqlite3.connect(source / "labels.db"), sqlite3.connect(partial_db)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+    partial_db.replace(run_dir / "labels.db")
 
 
 def run_loop(config: dict, seed: int, run_dir: Path, shared: Path | None = None) -> list[dict]:
