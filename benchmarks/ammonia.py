@@ -18,6 +18,7 @@ TARGET and LOG.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from loops import CONFIGS, benchmark, configure, method_config, parser, prepare
@@ -51,6 +52,60 @@ def make_test_set(path: Path, config: dict, frames: int, seed: int = 100) -> Non
     path.with_suffix(".tmp.extxyz").replace(path)
 
 
+def label_figure(work_dir: Path, results: dict, config: dict, out_dir: Path) -> list[str]:
+    """Where each method's labels lie: umbrella coordinate h (Å, positive in the initial
+    well) and oracle energy above the lowest initial one (eV), every repeat's labels after
+    generation 0 coloured by generation over the initial data in grey; ammonia_labels.png
+    and the doc lines (with, per method, the share of labels beyond the barrier, h < 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from advsample.store import Store
+    from advsample.umbrella import umbrella_coordinate
+
+    fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results) + 1, 3.6),
+                             sharey=True, squeeze=False, layout="constrained")
+    lines = ["## Where the labels lie", "", "Every repeat's labels after generation 0 "
+             "(colour: generation) over the initial data (grey): umbrella coordinate h "
+             "(positive in the initial well, 0 at the planar barrier) against the GFN2-xTB "
+             "energy above the lowest initial structure.", ""]
+    for ax, method in zip(axes[0], results):
+        h_all, e_all, g_all, h0_all, e0_all = [], [], [], [], []
+        for run in sorted((work_dir / method).glob("repeat_*")):
+            if not (run / "labels.db").exists():
+                continue
+            atoms = Store(run / "labels.db").training_atoms()
+            h = umbrella_coordinate(np.array([a.positions for a in atoms]))
+            e = np.array([a.get_potential_energy() for a in atoms])
+            g = np.array([a.info["generation"] for a in atoms])
+            initial = g == 0
+            h *= np.sign(np.median(h[initial]))  # the initial well on the positive side
+            e -= e[initial].min()
+            h0_all.append(h[initial]), e0_all.append(e[initial])
+            h_all.append(h[~initial]), e_all.append(e[~initial]), g_all.append(g[~initial])
+        if not h_all:
+            continue
+        h, e, g = (np.concatenate(x) for x in (h_all, e_all, g_all))
+        ax.scatter(np.concatenate(h0_all), np.concatenate(e0_all), s=6, c="0.7")
+        points = ax.scatter(h, e, s=9, c=g, cmap="viridis")
+        ax.axvline(0.0, color="k", lw=0.5, ls=":")
+        ax.set_yscale("symlog", linthresh=0.1)
+        ax.set_xlabel("umbrella coordinate h (Å)")
+        ax.set_title(method)
+        lines.append(f"- {method}: {len(h)} labels, {np.mean(h < 0):.0%} beyond the barrier "
+                     f"(h < 0), median energy {np.median(e):.2f} eV above the minimum, "
+                     f"{np.mean(e > 1.0):.0%} more than 1 eV above.")
+    axes[0][0].set_ylabel("energy above the minimum (eV)")
+    fig.colorbar(points, ax=axes[0].tolist(), label="generation")
+    path = out_dir / "ammonia_labels.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [*lines, "", f"![labels]({path.name})", ""]
+
+
 def main():
     p = parser(__doc__, "ammonia", METHODS)
     p.add_argument("--test-frames", type=int, default=200, help="1000 K test set size")
@@ -62,7 +117,8 @@ def main():
     intro = ["# NH3 inversion (GFN2-xTB): attack vs MD-based AL vs random displacements", "",
              "Initial data: 300 K GFN2-xTB MD in one pyramidal well (seed = repeat); test "
              "set: GFN2-xTB MD at 1000 K from the minimum (crosses the barrier)."]
-    benchmark("ammonia", args, files, lambda config: intro, KEYS, TARGET, LOG)
+    benchmark("ammonia", args, files, lambda config: intro, KEYS, TARGET, LOG,
+              after=partial(label_figure, args.work_dir))
 
 
 if __name__ == "__main__":
