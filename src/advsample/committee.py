@@ -187,6 +187,7 @@ class Committee(nn.Module):
                                                    else members)]
 
         def stack() -> dict[str, torch.Tensor]:
+            """The chosen members' tensors stacked by name, [M, ...]."""
             return {name: torch.stack([t[name] for t in chosen]) for name in chosen[0]}
 
         if differentiable:
