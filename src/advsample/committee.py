@@ -66,6 +66,7 @@ class Committee(nn.Module):
         self.vectorize = True  # evaluate members together where the model supports it
         self._stack_cache: tuple | None = None  # (key, stacked weights) see stacked()
         self._named: list[dict[str, torch.Tensor]] | None = None  # see member_tensors()
+        self._parameter_names: list[str] = []  # see parameter_names()
         # torch.compile: the energy of evaluation-mode passes (NN-MD, evaluation), and the
         # attack and training steps with their second derivatives taken inside the compiled
         # graph (advsample.compiled). Compiling takes about a minute per kind of pass on a
@@ -166,12 +167,13 @@ class Committee(nn.Module):
         if self._named is None:
             self._named = [dict(m.named_parameters()) | dict(m.named_buffers())
                            for m in self.members]
+            self._parameter_names = [n for n, _ in self.members[0].named_parameters()]
         return self._named[k]
 
     def parameter_names(self) -> list[str]:
         """Names of a member's parameters (the first entries of :meth:`member_tensors`)."""
-        n = sum(1 for _ in self.members[0].parameters())
-        return list(self.member_tensors(0))[:n]
+        self.member_tensors(0)
+        return self._parameter_names
 
     def stacked(self, members: list[int] | None = None, differentiable: bool = True
                 ) -> dict[str, torch.Tensor]:
