@@ -92,9 +92,10 @@ def before_sampling(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in SAMPLING_KEYS}
 
 
-def _loop(config: dict, seed: int, run_dir: Path):
-    """The loop of ``config`` with ``seed`` in ``run_dir`` (resumed when there), logging with
-    the run's name, on one thread."""
+def _loop(config: dict, seed: int, run_dir: Path, unstarted: bool | None = None):
+    """The loop of ``config`` with ``seed`` in ``run_dir`` (resumed when there; a run that
+    had not trained generation 0, ``unstarted``, takes ``config``, as the CLI does), logging
+    with the run's name, on one thread."""
     import logging
 
     import torch
@@ -106,10 +107,17 @@ def _loop(config: dict, seed: int, run_dir: Path):
     tune_allocator()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {run_dir.parent.name}/"
                         f"{run_dir.name}: %(message)s", datefmt="%H:%M:%S", force=True)
-    if not (run_dir / "config.yaml").exists():
+    if unstarted is None:
+        unstarted = not _trained_generation_0(run_dir)
+    if unstarted or not (run_dir / "config.yaml").exists():
         (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "seed": seed},
                                                             sort_keys=False))
     return resume(run_dir, progress=False)
+
+
+def _trained_generation_0(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` has its generation-0 committee."""
+    return (run_dir / "generations" / "gen_000" / "committee.pt").exists()
 
 
 def run_generation_0(config: dict, seed: int, run_dir: Path) -> list[dict]:
@@ -128,9 +136,6 @@ def copy_generation_0(source: Path, run_dir: Path) -> None:
     import shutil
     import sqlite3
 
-    for name in ("initial", "evaluators", "generations/gen_000"):
-        if (source / name).exists():
-            shutil.copytree(source / name, run_dir / name, dirs_exist_ok=True)
     partial_db = run_dir / "labels.db.partial"
     partial_db.unlink(missing_ok=True)
     src, dst = sqlite3.connect(source / "labels.db"), sqlite3.connect(partial_db)
@@ -140,16 +145,24 @@ def copy_generation_0(source: Path, run_dir: Path) -> None:
         src.close()
         dst.close()
     partial_db.replace(run_dir / "labels.db")
+    checkpoint = Path("generations/gen_000/committee.pt")  # the mark of a trained gen 0
+    for name in ("initial", "evaluators", "generations/gen_000"):
+        if (source / name).exists():
+            shutil.copytree(source / name, run_dir / name, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns(checkpoint.name))
+    shutil.copyfile(source / checkpoint, run_dir / f"{checkpoint}.partial")
+    (run_dir / f"{checkpoint}.partial").replace(run_dir / checkpoint)
 
 
 def run_loop(config: dict, seed: int, run_dir: Path, shared: Path | None = None) -> list[dict]:
     """One repeat: the loop of ``config`` with ``seed`` in ``run_dir`` (resumed when there),
-    started from the shared generation 0 in ``shared`` when given and finished; its history
-    (each row with the package's "labels_added")."""
-    if (shared is not None and (shared / "history.json").exists()
-            and not (run_dir / "labels.db").exists()):
+    started from the shared generation 0 in ``shared`` when given and finished (also over
+    the initial data of an earlier start that never trained generation 0: the shared one
+    holds the same); its history (each row with the package's "labels_added")."""
+    unstarted = not _trained_generation_0(run_dir)
+    if shared is not None and (shared / "history.json").exists() and unstarted:
         copy_generation_0(shared, run_dir)
-    al = _loop(config, seed, run_dir)
+    al = _loop(config, seed, run_dir, unstarted)
     al.run()
     return al.history()
 

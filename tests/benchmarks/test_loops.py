@@ -143,6 +143,10 @@ def test_methods_that_sample_differently_share_one_generation_0(tmp_path):
 
     args = types.SimpleNamespace(methods=["attack", "random", "longer"], repeats=1,
                                  work_dir=tmp_path, workers=1)
+    stale = tmp_path / "random" / "repeat_0"  # an earlier start that never trained gen 0
+    stale.mkdir(parents=True)
+    old = loops.merge(loops.method_config(_toy_config(), "random"), {"loop": {"generations": 3}})
+    (stale / "config.yaml").write_text(yaml.safe_dump(old))
     loops.run_methods(_toy_config(), args)
     shared = tmp_path / loops.GENERATION_0 / "repeat_0"
     assert (shared / "history.json").exists()
@@ -152,6 +156,7 @@ def test_methods_that_sample_differently_share_one_generation_0(tmp_path):
         assert (run / "generations/gen_000/train.json").read_text() == first
         history = json.loads((run / "history.json").read_text())
         assert [h["generation"] for h in history] == [0, 1] and history[1]["new_labels"] > 0
+        assert not list(run.glob("**/*.partial"))
     own = json.loads((tmp_path / "longer/repeat_0/generations/gen_000/train.json").read_text())
     assert own != json.loads(first)  # another training config: its own generation 0
     assert not (tmp_path / loops.GENERATION_0 / "longer").exists()
