@@ -86,6 +86,9 @@ SAMPLING_KEYS = ("sampler", "select", "loop")
 GENERATION_0 = "generation_0"
 """<work dir>/generation_0/repeat_<r>: the generation 0 shared by a repeat's methods."""
 
+CHECKPOINT_0 = Path("generations/gen_000/committee.pt")
+"""In a run directory: the generation-0 committee, the mark of a started run."""
+
 
 def before_sampling(config: dict) -> dict:
     """The part of a method's config that its generation 0 depends on."""
@@ -117,7 +120,7 @@ def _loop(config: dict, seed: int, run_dir: Path, unstarted: bool | None = None)
 
 def _trained_generation_0(run_dir: Path) -> bool:
     """Whether the run in ``run_dir`` has its generation-0 committee."""
-    return (run_dir / "generations" / "gen_000" / "committee.pt").exists()
+    return (run_dir / CHECKPOINT_0).exists()
 
 
 def run_generation_0(config: dict, seed: int, run_dir: Path) -> list[dict]:
@@ -129,10 +132,11 @@ def run_generation_0(config: dict, seed: int, run_dir: Path) -> list[dict]:
 
 
 def copy_generation_0(source: Path, run_dir: Path) -> None:
-    """Give the unstarted run ``run_dir`` the finished generation 0 of ``source``: its initial
-    data, evaluator caches and gen_000, then its labels (SQLite backup: a consistent copy)
-    renamed into place last, so a copy killed half-way leaves no labels.db and is redone on
-    the next start. The run then resumes at its first sampling."""
+    """Give the unstarted run ``run_dir`` the finished generation 0 of ``source``: its labels
+    (SQLite backup: a consistent copy), initial data, evaluator caches and gen_000, the
+    committee checkpoint last (renamed into place), so a copy killed half-way leaves no
+    trained generation 0 and is redone on the next start. The run then resumes at its first
+    sampling."""
     import shutil
     import sqlite3
 
@@ -145,13 +149,12 @@ def copy_generation_0(source: Path, run_dir: Path) -> None:
         src.close()
         dst.close()
     partial_db.replace(run_dir / "labels.db")
-    checkpoint = Path("generations/gen_000/committee.pt")  # the mark of a trained gen 0
     for name in ("initial", "evaluators", "generations/gen_000"):
         if (source / name).exists():
             shutil.copytree(source / name, run_dir / name, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns(checkpoint.name))
-    shutil.copyfile(source / checkpoint, run_dir / f"{checkpoint}.partial")
-    (run_dir / f"{checkpoint}.partial").replace(run_dir / checkpoint)
+                            ignore=shutil.ignore_patterns(CHECKPOINT_0.name))
+    shutil.copyfile(source / CHECKPOINT_0, run_dir / f"{CHECKPOINT_0}.partial")
+    (run_dir / f"{CHECKPOINT_0}.partial").replace(run_dir / CHECKPOINT_0)
 
 
 def run_loop(config: dict, seed: int, run_dir: Path, shared: Path | None = None) -> list[dict]:
