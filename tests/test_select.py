@@ -77,6 +77,9 @@ def test_distances_metric_is_blind_to_swapped_hydrogens_and_mirror_images():
     mirrored = _nh3(nh3 * np.array([1.0, 1.0, -1.0]))
     for copy in (swapped, mirrored):
         assert distances_to(reference, copy, "distances").item() < 1e-6
+        single = distances_to(reference.to(dtype=torch.float32),
+                              copy.to(dtype=torch.float32), "distances")
+        assert single.item() < 1e-5  # the sort does not depend on float precision
         assert distances_to(reference, copy, "rmsd").item() > 0.1  # RMSD counts them new
     # one N-H stretched by 0.3 Å: the RMS over the 6 sorted distances, computed by hand
     stretched = nh3.copy()

@@ -495,25 +495,28 @@ class ActiveLearning:
             executor.label(oracle, pending, record, progress=self.settings.progress)
 
     # ------------------------------------------------------------------- run
-    def start(self) -> None:
+    def start(self) -> Committee:
         """Everything before the first sampling, which no sampler or selection setting
         changes: the initial data made or continued, pending labels finished, generation 0
-        trained and evaluated (each step skipped when done). Runs that differ only in how
-        they sample can share its files (see benchmarks/loops.py)."""
+        trained and evaluated (each step skipped when done); its committee. Runs that differ
+        only in how they sample can share its files (see benchmarks/loops.py)."""
         if self.parts.initial_data is not None:
             self.parts.initial_data()  # made, continued, or nothing to do
         if self.store.count(generation=0) == 0:
             raise ValueError("the store holds no initial data and none can be made")
         self.label_pending()  # a run killed while labelling finishes those first
-        self.evaluate(0, self.train(0))
+        committee = self.train(0)
+        self.evaluate(0, committee)
+        return committee
 
     def run(self) -> dict:
         """Run (or continue) the generations until a stopping rule holds; the final state."""
         s = self.settings
-        self.start()
+        committee = self.start()
         reason = f"reached {s.generations} generations"
         for g in range(s.generations + 1):
-            committee = self.train(g)
+            if g:
+                committee = self.train(g)
             metrics = self.evaluate(g, committee, last=g == s.generations)
             log.info("generation %d: %s", g, _scalars(metrics))
             if g == s.generations:

@@ -135,12 +135,13 @@ def sorted_distances(positions: torch.Tensor, numbers: torch.Tensor) -> torch.Te
     n = positions.shape[1]
     i, j = torch.triu_indices(n, n, 1, device=positions.device)
     r = (positions[:, i] - positions[:, j]).norm(dim=-1)  # [P, pairs]
-    z_lo = torch.minimum(numbers[i], numbers[j]).to(r.dtype)
-    z_hi = torch.maximum(numbers[i], numbers[j]).to(r.dtype)
-    # one sort key: pair type first (element numbers < 128, distances < 1e6 Å), distance next
-    key = (z_lo * 128 + z_hi) * 1e6 + r
-    order = torch.argsort(key, dim=-1)
-    return torch.gather(r, -1, order)
+    pair_type = torch.minimum(numbers[i], numbers[j]) * 128 + torch.maximum(numbers[i],
+                                                                         numbers[j])
+    # by distance, then (stably) by pair type: groups in a fixed order, sorted inside, with no
+    # combined float key to lose precision
+    by_distance = torch.argsort(r, dim=-1, stable=True)
+    by_type = torch.argsort(pair_type[by_distance], dim=-1, stable=True)
+    return torch.gather(r, -1, torch.gather(by_distance, -1, by_type))
 
 
 def kabsch_rmsd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,6 @@ PANELS = {"test_set": 2, "stability": 1, "path": 2, "coverage": 2, "grid": 1, "c
 """Evaluator type -> how many axes its plot draws on."""
 
 
-
 @dataclass
 class Scheduled:
     """``evaluator`` run only at generations divisible by ``every`` and at a run's last
