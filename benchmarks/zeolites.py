@@ -14,9 +14,10 @@ initial.extxyz (short GFN1-xTB Langevin MD of each training complex). Loops:
 benchmarks/configs/zeolites.yaml (seed = repeat, the method's overrides from its
 ``methods``: attack, MD-AL at 300 K and at the 600 K test temperature; ``--set`` as in
 loops.py; each generation's committee warm-starts from the previous one; 5 labels per
-generation), judged after every generation by NN-MD of 2 ps: at 600 K from every training
-complex, at 600 K and at 900 K from every held-out complex (4 runs each, 32 per
-temperature); a run succeeds when no atom pair comes closer than 0.5 Å and no bond of the
+generation), judged by NN-MD of 2 ps: at 600 K from every training complex (2 runs each),
+at 600 K and at 900 K from every held-out complex (4 runs each, 32 per temperature), at the
+generations each test's ``every`` names (held out at 600 K: 0, 4 and the last; the others:
+0 and the last; one 2 ps test is ~20 min of a core); a run succeeds when no atom pair comes closer than 0.5 Å and no bond of the
 starting connectivity (within 1.2x the covalent radii sum: Si-O, C-H, N-H, ...) stretches
 past 1.5x. Loops run in runs/benchmarks/zeolites/<method>/repeat_<r>/ (resumable); writes
 docs/benchmarks/zeolites.{md,json} and zeolites_curves.png.
