@@ -179,11 +179,21 @@ def collect(methods: list[str], repeats: int, work_dir: Path) -> tuple[dict, lis
             run = work_dir / m / f"repeat_{k}"
             if (run / "history.json").exists():
                 results.setdefault(m, []).append(json.loads((run / "history.json").read_text()))
-            elif rows := [json.loads(f.read_text())
-                          for f in sorted(run.glob("generations/gen_*/metrics.json"))]:
+            elif rows := _evaluated_generations(run):
                 results.setdefault(m, []).append(rows)
                 names.append(f"{m}/repeat_{k} ({len(rows)} generations)")
     return results, names
+
+
+def _evaluated_generations(run: Path) -> list[dict]:
+    """The history rows of an unfinished loop, as ``ActiveLearning.history`` makes them:
+    each evaluated generation's metrics with its sampling statistics under "sampling"."""
+    rows = []
+    for metrics in sorted(run.glob("generations/gen_*/metrics.json")):
+        sampling = metrics.with_name("sampling.json")
+        rows.append({**json.loads(metrics.read_text()), **(
+            {"sampling": json.loads(sampling.read_text())} if sampling.exists() else {})})
+    return rows
 
 
 def with_compute(results: dict) -> dict:

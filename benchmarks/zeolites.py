@@ -17,10 +17,11 @@ loops.py; each generation's committee warm-starts from the previous one; 5 label
 generation), judged by NN-MD of 2 ps: at 600 K from every training complex (2 runs each),
 at 600 K and at 900 K from every held-out complex (4 runs each, 32 per temperature), at the
 generations each test's ``every`` names (held out at 600 K: 0, 4 and the last; the others:
-0 and the last; one 2 ps test is ~20 min of a core); a run succeeds when no atom pair comes closer than 0.5 Å and no bond of the
-starting connectivity (within 1.2x the covalent radii sum: Si-O, C-H, N-H, ...) stretches
-past 1.5x. Loops run in runs/benchmarks/zeolites/<method>/repeat_<r>/ (resumable); writes
-docs/benchmarks/zeolites.{md,json} and zeolites_curves.png.
+0 and the last; one 2 ps test is ~20 min of a core); a run succeeds when no atom pair comes
+closer than 0.5 Å and no bond of the starting connectivity (within 1.2x the covalent radii
+sum: Si-O, C-H, N-H, ...) stretches past 1.5x (benchmarks/zeolites_judge.py checks that
+GFN1-xTB's own MD passes this judge). Loops run in runs/benchmarks/zeolites/<method>/
+repeat_<r>/ (resumable); writes docs/benchmarks/zeolites.{md,json} and zeolites_curves.png.
 """
 
 from __future__ import annotations
@@ -125,12 +126,15 @@ def intro(subset: dict, config: dict) -> list[str]:
     for group, title in (("training", "Training complexes"), ("held_out", "Held out")):
         lines += [f"{title}: " + ", ".join(f"{c['host']}/{c['guest']} ({c['atoms']} at.)"
                                            for c in subset[group]), ""]
-    init, md = subset.get("initial", {}), config["evaluate"][0]
+    init = subset.get("initial", {})
+    tests = [f"{e['name']}: {e['runs']} runs per complex, {e['steps']} steps of "
+             f"{e['timestep_fs']:g} fs at {e['temperature_K']:g} K"
+             + (f", every {e['every']} generations and the last" if e.get("every") else "")
+             for e in config["evaluate"] if e["type"] == "stability"]
     return lines + [
         f"Initial data: {init.get('frames', '?')} frames of {init.get('temperature_K', 0):g} K "
-        f"GFN1-xTB MD per training complex. NN-MD: {md['runs']} runs per complex, "
-        f"{md['steps']} steps of {md['timestep_fs']:g} fs at {md['temperature_K']:g} K; success "
-        "= fraction of runs with no contact < 0.5 Å and no starting bond stretched past 1.5x."]
+        f"GFN1-xTB MD per training complex. NN-MD tests ({'; '.join(tests)}); success = "
+        "fraction of runs with no contact < 0.5 Å and no starting bond stretched past 1.5x."]
 
 
 def main():

@@ -111,13 +111,19 @@ def test_collect_finished_and_unfinished_loops(tmp_path):
     rows = [{"generation": g, "labels": 10 + 2 * g, "labels_added": 2 * g} for g in range(3)]
     (tmp_path / "attack" / "repeat_0").mkdir(parents=True)
     (tmp_path / "attack" / "repeat_0" / "history.json").write_text(json.dumps(rows))
-    for g, r in enumerate(rows[:2]):  # md repeat 1: killed after generation 1
+    sampling = {"generation": 0, "seconds": 3.0, "nn_evaluations": 40}
+    for g, r in enumerate(rows[:2]):  # md repeat 1: killed after generation 1, sampled 0
         d = tmp_path / "md" / "repeat_1" / "generations" / f"gen_{g:03d}"
         d.mkdir(parents=True)
         (d / "metrics.json").write_text(json.dumps(r))
+        if g == 0:
+            (d / "sampling.json").write_text(json.dumps(sampling))
     results, unfinished = loops.collect(["attack", "md", "random"], 2, tmp_path)
-    assert results == {"attack": [rows], "md": [rows[:2]]}
+    # an unfinished loop's rows are what ActiveLearning.history gives: sampling included,
+    # so its compute counts the sampling it did
+    assert results == {"attack": [rows], "md": [[{**rows[0], "sampling": sampling}, rows[1]]]}
     assert unfinished == ["md/repeat_1 (2 generations)"]
+    assert loops.with_compute(results)["md"][0][1]["sampling_evaluations"] == 40
 
 
 def _toy_config() -> dict:
