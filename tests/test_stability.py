@@ -113,6 +113,7 @@ def test_overlapping_start_fails_at_step_zero_and_alone():
     assert result.reason == ["ok"] * 3 + ["close contact"] * 3
     assert result.time_to_failure_fs[3:].tolist() == [0.0] * 3
     assert result.fraction_stable == 0.5
+    assert result.fraction_stable_per_start == [1.0, 0.0]
     summary = json.loads(json.dumps(result.as_dict()))
     assert summary["counts"] == {"ok": 3, "non-finite energy": 0, "close contact": 3,
                                  "bond broken": 0}

@@ -81,6 +81,8 @@ evaluate:
         assert m["test_set"]["structures"] == 12 and m["test_set"]["forces_rmse"] > 0
         assert -1 <= m["test_set"]["sigma_error_spearman"] <= 1
         assert 0 <= m["stability"]["fraction_stable"] <= 1 and m["stability"]["runs"] == 3
+        # one start (the first training structure): its fraction is the whole test's
+        assert m["stability"]["fraction_stable_per_start"] == [m["stability"]["fraction_stable"]]
         assert len(m["torsion"]["energy"]) == 7 and m["torsion"]["coordinate"][3] == 90.0
         assert m["torsion"]["barrier_reference"] > 0
         assert 1 <= m["coverage"]["occupied"] <= 12

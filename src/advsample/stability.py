@@ -67,6 +67,15 @@ class StabilityResult:
         """Fraction of runs that survived (NaN without runs)."""
         return float(self.stable.mean()) if len(self.reason) else math.nan
 
+    @property
+    def fraction_stable_per_start(self) -> list[float]:
+        """Fraction of the runs from each start that survived [S], start index order (which
+        starting structures the committee fails on)."""
+        if not len(self.reason):
+            return []
+        starts = np.bincount(self.start)
+        return (np.bincount(self.start, self.stable) / np.maximum(starts, 1)).tolist()
+
     def as_dict(self) -> dict:
         """Plain numbers and lists (JSON-ready; survivors' times are None)."""
         return {

@@ -36,8 +36,9 @@ class StabilityEvaluator:
 
     def evaluate(self, context) -> dict:
         """Run :func:`advsample.stability.stability_test` on ``context.committee``: fraction stable,
-        number of runs, duration (fs), temperature (K), counts per failure reason and the median
-        time to failure of the failed runs (fs; None when none failed).
+        number of runs, duration (fs), temperature (K), counts per failure reason, the median
+        time to failure of the failed runs (fs; None when none failed) and the fraction stable
+        of each start's runs (list, the starts' order).
         """
         if self.starts is not None:
             starts = Batch.from_atoms(self.starts, labels=False)
@@ -56,7 +57,7 @@ class StabilityEvaluator:
                 "runs": summary["runs"], "duration_fs": result.duration_fs,
                 "temperature_K": result.temperature_K, "counts": summary["counts"],
                 "median_time_to_failure_fs": float(np.median(failed)) if len(failed)
-                else None}
+                else None, "fraction_stable_per_start": result.fraction_stable_per_start}
 
 
 def plot(entries: list[tuple[int, dict]], ax) -> None:
