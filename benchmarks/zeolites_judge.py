@@ -1,17 +1,17 @@
 """Does the zeolite benchmark's NN-MD judge pass the oracle's own dynamics?
 
-    python benchmarks/zeolites_judge.py                       # ~40 min of one core
+    python benchmarks/zeolites_judge.py                       # ~70 min of one core
     python benchmarks/zeolites_judge.py --aggregate-only      # only rewrite the docs
 
 A success test is only meaningful if the reference itself succeeds under it: a guest whose
 N-H bond GFN1-xTB stretches past 1.5x at 900 K, or a proton that hops to the framework,
-would fail every NN run for a reason no training can remove. So: GFN1-xTB Langevin MD
-(the oracle, through ASE) from the first held-out complex of each held-out framework of
-benchmarks/zeolites.py (its reference directory must exist: run that benchmark first), at
-the temperatures and with the time step and friction of the benchmark's NN-MD tests, for
-``--steps`` steps (0.3 ps by default: longer than the median time to failure of the
-benchmark's first NN committees, ~0.2-0.4 ps), every ``--interval``-th frame judged by the
-same rules (``advsample.stability.judge_frames``: no pair closer than 0.5 Å, no starting
+would fail every NN run for a reason no training can remove. So: GFN1-xTB Langevin MD (the
+oracle, through ASE) from the first complex of each held-out and of each training framework
+of benchmarks/zeolites.py (its reference directory must exist: run that benchmark first),
+at the temperatures and with the time step and friction of the benchmark's NN-MD tests,
+for ``--steps`` steps (0.3 ps by default: longer than the median time to failure of the
+benchmark's first NN committees, ~0.2-0.4 ps), a frame every ``--interval`` steps judged by
+the same rules (``advsample.stability.judge_frames``: no pair closer than 0.5 Å, no starting
 bond stretched past 1.5x). Reports per run the verdict, the largest bond stretch and the
 closest contact seen, so the margin to the thresholds is visible. Each finished run is kept
 in <work dir>/judge/ and not run again. Writes docs/benchmarks/zeolites_judge.{md,json}.
@@ -29,10 +29,13 @@ import common
 FLOOR, CEILING = 0.5, 1.5  # the benchmark's judge: closest contact (Å), bond stretch (x)
 
 
-def first_per_framework(subset: dict) -> list[int]:
-    """Indices into held_out.extxyz of the first complex of each held-out framework."""
+FILES = {"held_out": "held_out.extxyz", "training": "train_starts.extxyz"}  # in reference/
+
+
+def first_per_framework(complexes: list[dict]) -> list[int]:
+    """Indices of the first complex of each framework in ``complexes`` (subset.json's)."""
     seen, index = set(), []
-    for k, c in enumerate(subset["held_out"]):
+    for k, c in enumerate(complexes):
         if c["host"] not in seen:
             seen.add(c["host"])
             index.append(k)
@@ -87,6 +90,7 @@ def main():
     p.add_argument("--temperatures", type=float, nargs="+", default=[600.0, 900.0])
     p.add_argument("--steps", type=int, default=600, help="MD steps per run")
     p.add_argument("--interval", type=int, default=10, help="steps between judged frames")
+    p.add_argument("--sets", nargs="+", default=["held_out", "training"], choices=list(FILES))
     args = p.parse_args()
     import ase.io
     import yaml
@@ -96,12 +100,13 @@ def main():
     config = yaml.safe_load((common.REPO / "benchmarks/configs/zeolites.yaml").read_text())
     test = next(e for e in config["evaluate"] if e.get("name") == "stability_held_out")
     dt, friction = test["timestep_fs"], test.get("friction_per_fs", 0.01)
-    held_out = ase.io.read(ref / "held_out.extxyz", ":")
+    starts = {name: ase.io.read(ref / FILES[name], ":") for name in args.sets}
     out_dir = args.work_dir.resolve() / "judge"
     out_dir.mkdir(exist_ok=True)
-    runs = [(k, t) for k in first_per_framework(subset) for t in args.temperatures]
-    jobs = [(held_out[k], t, args.steps, args.interval, dt, friction, k,
-             str(out_dir / f"complex_{k}_{t:g}K.extxyz")) for k, t in runs]
+    runs = [(name, k, t) for name in args.sets for k in first_per_framework(subset[name])
+            for t in args.temperatures]
+    jobs = [(starts[name][k], t, args.steps, args.interval, dt, friction, k,
+             str(out_dir / f"{name}_{k}_{t:g}K.extxyz")) for name, k, t in runs]
     if args.aggregate_only:  # only the runs already made
         made = [Path(j[-1]).exists() for j in jobs]
         runs = [r for r, m in zip(runs, made, strict=True) if m]
@@ -110,10 +115,11 @@ def main():
                              ) as pool:
         trajectories = list(pool.map(trajectory, jobs))
     rows = []
-    for (k, t), frames in zip(runs, trajectories, strict=True):
-        c = subset["held_out"][k]
-        rows.append({"complex": k, "host": c["host"], "guest": c["guest"], "atoms": c["atoms"],
-                     "temperature_K": t, "time_fs": (len(frames) - 1) * args.interval * dt,
+    for (name, k, t), frames in zip(runs, trajectories, strict=True):
+        c = subset[name][k]
+        rows.append({"set": name, "complex": k, "host": c["host"], "guest": c["guest"],
+                     "atoms": c["atoms"], "temperature_K": t,
+                     "time_fs": (len(frames) - 1) * args.interval * dt,
                      **judge(frames)})
     settings = {"command": "python benchmarks/zeolites_judge.py", "steps": args.steps,
                 "interval": args.interval, "timestep_fs": dt, "friction_per_fs": friction,
@@ -122,15 +128,15 @@ def main():
     (args.out_dir / "zeolites_judge.json").write_text(json.dumps(
         {"settings": settings, "runs": rows}, indent=1))
     lines = ["# The zeolite judge on the oracle's own dynamics", "",
-             f"GFN1-xTB Langevin MD from the first held-out complex of each held-out framework "
+             f"GFN1-xTB Langevin MD from the first complex of each framework "
              f"(`{common.relative(ref)}`), {args.steps} steps of {dt:g} fs, friction "
              f"{friction:g}/fs, a frame every {args.interval} steps judged as the NN-MD tests are "
              f"(contact < {FLOOR} Å or a starting bond > {CEILING}x fails; the closest "
              "contact includes bonded pairs). Command: "
              f"`{settings['command']}`.", "",
-             "| complex | atoms | T (K) | time (fs) | bonds | verdict | largest stretch "
-             "| closest contact (Å) |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['host']}/{r['guest']} | {r['atoms']} | {r['temperature_K']:g} | "
+             "| set | complex | atoms | T (K) | time (fs) | bonds | verdict | largest stretch "
+             "| closest contact (Å) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['set']} | {r['host']}/{r['guest']} | {r['atoms']} | {r['temperature_K']:g} | "
               f"{r['time_fs']:g} | {r['bonds']} | {r['verdict']} | {r['max_stretch']:.3f}x | "
               f"{r['min_contact']:.3f} |" for r in rows]
     print(common.write_markdown("zeolites_judge", "\n".join(lines) + "\n", args.out_dir)
