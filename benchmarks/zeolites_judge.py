@@ -25,9 +25,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import common
-
-FLOOR, CEILING = 0.5, 1.5  # the benchmark's judge: closest contact (Å), bond stretch (x)
-
+from loops import configure, method_config
+from zeolites import FILES as CONFIG_FILES
 
 FILES = {"held_out": "held_out.extxyz", "training": "train_starts.extxyz"}  # in reference/
 
@@ -49,39 +48,37 @@ def trajectory(job) -> list:
     from advsample.initial_data import oracle_md
     from advsample.oracles import make_oracle
 
-    atoms, temperature, steps, interval, dt, friction, seed, out = job
+    atoms, oracle, temperature, steps, interval, dt, friction, seed, out = job
     done = Path(out)
     if done.exists():
         return ase.io.read(done, ":")
-    frames = oracle_md(atoms, make_oracle({"type": "xtb", "method": "GFN1-xTB"}), temperature,
-                       steps, timestep_fs=dt, interval=interval, seed=seed,
-                       friction_per_fs=friction)
+    frames = oracle_md(atoms, make_oracle(oracle), temperature, steps, timestep_fs=dt,
+                       interval=interval, seed=seed, friction_per_fs=friction)
     tmp = done.with_suffix(".tmp.extxyz")
     ase.io.write(tmp, frames, format="extxyz")
     tmp.replace(done)
     return frames
 
 
-def judge(frames: list) -> dict:
-    """Verdict of one trajectory: reasons per frame, largest stretch of a starting bond and
-    closest contact over all frames."""
-    import torch
-
+def judge(frames: list, test) -> dict:
+    """Verdict of one trajectory by the rules of the stability test ``test`` (its floor, bond
+    tolerance and ceiling): reasons per frame, largest stretch of a starting bond and closest
+    contact over all frames."""
     from advsample.geometry import min_interatomic_distance
     from advsample.stability import judge_frames, starting_bonds
     from advsample.structures import Batch
 
     starts = Batch.from_atoms([frames[0]] * len(frames)).without_labels()
     batch = Batch.from_atoms(frames).without_labels()
-    reasons = judge_frames(starts, batch, FLOOR, CEILING)
-    bonds = starting_bonds(starts.select([0]))
-    stretch = torch.stack([bonds.lengths(batch.select([k]).positions) / bonds.length
-                           for k in range(len(frames))])  # [frames, bonds]
+    reasons = judge_frames(starts, batch, test.floor, test.bond_ceiling, test.bond_tolerance)
+    bonds = starting_bonds(starts, test.bond_tolerance)  # every frame's, start-major
+    stretch = bonds.lengths(batch.positions) / bonds.length  # [frames x bonds]
     contact = min_interatomic_distance(batch, within=3.0)
     failed = [r for r in reasons if r != "ok"]
     return {"frames": len(frames), "verdict": failed[0] if failed else "ok",
             "first_failure_frame": next((k for k, r in enumerate(reasons) if r != "ok"), None),
-            "bonds": int((bonds.i < bonds.j).sum()), "max_stretch": float(stretch.max()),
+            "bonds": int((bonds.i < bonds.j).sum()) // len(frames),
+            "max_stretch": float(stretch.max()),
             "min_contact": float(contact.min())}
 
 
@@ -93,19 +90,22 @@ def main():
     p.add_argument("--sets", nargs="+", default=["held_out", "training"], choices=list(FILES))
     args = p.parse_args()
     import ase.io
-    import yaml
+
+    from advsample.config import parse_config
+    from advsample.evaluators.md_stability import StabilityEvaluator
 
     ref = args.work_dir.resolve() / "reference"
     subset = json.loads((ref / "subset.json").read_text())
-    config = yaml.safe_load((common.REPO / "benchmarks/configs/zeolites.yaml").read_text())
-    test = next(e for e in config["evaluate"] if e.get("name") == "stability_held_out")
-    dt, friction = test["timestep_fs"], test.get("friction_per_fs", 0.01)
+    config = parse_config(method_config(configure(CONFIG_FILES, ref, [])))
+    test = next(e for e in config.evaluate if e.name == "stability_held_out")
+    oracle = config.oracle.spec()
+    dt, friction = test.timestep_fs, StabilityEvaluator.friction_per_fs
     starts = {name: ase.io.read(ref / FILES[name], ":") for name in args.sets}
     out_dir = args.work_dir.resolve() / "judge"
     out_dir.mkdir(exist_ok=True)
     runs = [(name, k, t) for name in args.sets for k in first_per_framework(subset[name])
             for t in args.temperatures]
-    jobs = [(starts[name][k], t, args.steps, args.interval, dt, friction, k,
+    jobs = [(starts[name][k], oracle, t, args.steps, args.interval, dt, friction, k,
              str(out_dir / f"{name}_{k}_{t:g}K.extxyz")) for name, k, t in runs]
     if args.aggregate_only:  # only the runs already made
         made = [Path(j[-1]).exists() for j in jobs]
@@ -120,19 +120,21 @@ def main():
         rows.append({"set": name, "complex": k, "host": c["host"], "guest": c["guest"],
                      "atoms": c["atoms"], "temperature_K": t,
                      "time_fs": (len(frames) - 1) * args.interval * dt,
-                     **judge(frames)})
+                     **judge(frames, test)})
     settings = {"command": "python benchmarks/zeolites_judge.py", "steps": args.steps,
                 "interval": args.interval, "timestep_fs": dt, "friction_per_fs": friction,
-                "floor": FLOOR, "bond_ceiling": CEILING, "oracle": "GFN1-xTB (tblite)",
+                "floor": test.floor, "bond_ceiling": test.bond_ceiling,
+                "bond_tolerance": test.bond_tolerance, "oracle": oracle,
                 "work_dir": common.relative(args.work_dir)}
     (args.out_dir / "zeolites_judge.json").write_text(json.dumps(
         {"settings": settings, "runs": rows}, indent=1))
+    method = oracle.get("method") or oracle["type"]
     lines = ["# The zeolite judge on the oracle's own dynamics", "",
-             f"GFN1-xTB Langevin MD from the first complex of each framework "
+             f"{method} Langevin MD from the first complex of each framework "
              f"(`{common.relative(ref)}`), {args.steps} steps of {dt:g} fs, friction "
-             f"{friction:g}/fs, a frame every {args.interval} steps judged as the NN-MD tests are "
-             f"(contact < {FLOOR} Å or a starting bond > {CEILING}x fails; the closest "
-             "contact includes bonded pairs). Command: "
+             f"{friction:g}/fs, a frame every {args.interval} steps judged as the NN-MD tests "
+             f"are (contact < {test.floor:g} Å or a starting bond > {test.bond_ceiling:g}x "
+             "fails; the closest contact includes bonded pairs). Command: "
              f"`{settings['command']}`.", "",
              "| set | complex | atoms | T (K) | time (fs) | bonds | verdict | largest stretch "
              "| closest contact (Å) |", "|---|---|---|---|---|---|---|---|---|"]
