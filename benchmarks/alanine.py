@@ -9,7 +9,8 @@ the method's overrides from that file's ``methods`` (``--set KEY=VALUE`` overrid
 Every loop starts from 300 K GFN2-xTB MD in the C7eq basin (seed = repeat) and adds <= 10
 labels per generation. Judged by the relaxed phi/psi scan of benchmarks/alanine_reference.py
 (conformers: which basins within 0.4 eV of the minimum hold a label, energy and force errors
-on the scan points within 0.4 eV) and NN-MD stability at 300 K. Loops:
+on the scan points within 0.4 eV; a label holds a basin only at a thermal energy for it)
+and NN-MD stability at 300 K. Loops:
 runs/benchmarks/alanine/<method>/repeat_<r>/ (resumable). Writes
 docs/benchmarks/alanine.{md,json}, alanine_curves.png and one Ramachandran figure per method
 (alanine_rama_<method>.png: the reference map with the labelled structures of repeat 0, and
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from loops import CONFIGS, benchmark, parser, prepare
 
 EXAMPLE = "examples/alanine_xtb.yaml"
@@ -50,19 +52,74 @@ def ramachandran_figures(results: dict, config: dict, out_dir: Path) -> list[str
     return lines
 
 
+def intro(config: dict) -> list[str]:
+    """The document's first lines: the system, the reference and the basin judge."""
+    from advsample.evaluators.conformers import load_grid, thermal_ceiling
+
+    spec = next(e for e in config["evaluate"] if e["type"] == "conformers")
+    n_atoms = len(load_grid(spec["file"])[0])
+    temperature = spec.get("basin_temperature_K", 300.0)
+    ceiling = thermal_ceiling(n_atoms, temperature)
+    return ["# Alanine dipeptide (GFN2-xTB): attacks vs MD-based AL vs biased MD vs random",
+            "", "Initial data: 300 K GFN2-xTB MD in the C7eq basin (seed = repeat). The "
+            f"reference is a relaxed GFN2-xTB phi/psi scan on a 20° grid (`{spec['file']}`, "
+            "benchmarks/alanine_reference.py); its basins are its local minima within "
+            f"{spec.get('window_eV', 0.4)} eV of the lowest point. A label holds a basin when "
+            f"its φ and ψ are within {spec.get('basin_radius_deg', 30.0):g}° of the basin's "
+            f"and its GFN2-xTB energy is at most {ceiling:.2f} eV above the basin's relaxed "
+            f"energy (mean + 4 std of the harmonic potential energy of {3 * n_atoms - 6} "
+            f"modes at {temperature:g} K: what a thermal frame of that conformer may have; a "
+            "molecule torn apart at the basin's angles does not count). The driver "
+            "recomputes this from every loop's labels.db (`judge_basins`), so loops "
+            "evaluated by the first, angles-only rule are judged the same way."]
+
+
+def judge_basins(results: dict, config: dict, work_dir: Path) -> None:
+    """Basins held per generation, recomputed from each loop's labels.db with today's
+    conformers judge (angles within the radius and oracle energy under the thermal ceiling,
+    ``ConformerEvaluator.count_basins``): loops evaluated by the angles-only rule of the
+    first runs are judged like new ones (for new ones nothing changes)."""
+    from advsample.evaluators.conformers import ConformerEvaluator, dihedral_angles, load_grid
+    from advsample.store import Store
+
+    spec = next(e for e in config["evaluate"] if e["type"] == "conformers")
+    judge = ConformerEvaluator(load_grid(spec["file"]), spec["phi"], spec["psi"],
+                               window_eV=spec.get("window_eV", 0.4),
+                               basin_radius_deg=spec.get("basin_radius_deg", 30.0),
+                               basin_temperature_K=spec.get("basin_temperature_K", 300.0))
+    n_atoms = len(judge.grid[0])
+    for method, histories in results.items():
+        for k, history in enumerate(histories):
+            labels = Store(work_dir / method / f"repeat_{k}" / "labels.db").training_atoms()
+            labels = [a for a in labels if len(a) == n_atoms]
+            generation = np.array([a.info["generation"] for a in labels])
+            angles = dihedral_angles(np.stack([a.positions for a in labels]),
+                                     [spec["phi"], spec["psi"]]).reshape(-1, 2)
+            energy = np.array([a.get_potential_energy() for a in labels])
+            for row in history:
+                metrics = row.get("conformers")
+                if metrics is None:
+                    continue
+                mine = generation <= row["generation"]
+                if mine.sum() != row["n_train"]:
+                    raise ValueError(f"{method}/repeat_{k} generation {row['generation']}: "
+                                     f"{mine.sum()} labels in labels.db, {row['n_train']} "
+                                     "trained on")
+                counts = judge.count_basins(angles[mine], energy[mine])
+                metrics.update(basin_counts=counts.tolist(),
+                               basins_visited=int((counts > 0).sum()),
+                               fraction_basins_visited=float((counts > 0).mean()),
+                               basin_energy_eV=judge.basin_energy_eV)
+
+
 def main():
     p = parser(__doc__, "alanine", METHODS)
     args = prepare(p.parse_args())
     files = [EXAMPLE, f"{CONFIGS}/alanine.yaml"]
-    intro = ["# Alanine dipeptide (GFN2-xTB): attacks vs MD-based AL vs biased MD vs random",
-             "", "Initial data: 300 K GFN2-xTB MD in the C7eq basin (seed = repeat). The "
-             "reference is a relaxed GFN2-xTB phi/psi scan on a 20° grid "
-             "(examples/data/alanine_phi_psi_grid.extxyz, benchmarks/alanine_reference.py); "
-             "its basins are its local minima within 0.4 eV of the lowest point."]
-    benchmark("alanine", args, files, lambda config: intro, KEYS, ACCURATE, LOG,
+    benchmark("alanine", args, files, intro, KEYS, ACCURATE, LOG,
               targets={"(a) every basin": BASINS,
                        "(b) accurate and stable": ACCURATE},
-              after=ramachandran_figures)
+              after=ramachandran_figures, rejudge=judge_basins)
 
 
 if __name__ == "__main__":

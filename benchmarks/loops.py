@@ -262,22 +262,27 @@ def _shared_loop(config: dict, shared_root: Path, seed: int, run_dir: Path) -> l
 
 def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict,
               log: frozenset = frozenset(), targets: dict | None = None,
-              after=None) -> None:
+              after=None, rejudge=None) -> None:
     """Run (unless --aggregate-only) every method x repeat of the config ``files`` in
     ``args.work_dir``, then write <out dir>/<name>.{md,json} and <name>_curves.png; ``intro``:
     config -> the document's first lines (config: the first loop's as stored, if any);
     ``keys``: metric -> title (a table and a panel each), ``target``: metric -> (op, value),
     ``log``: the metrics plotted on a log scale; ``targets``: more named criteria, each with
     its own labels-to-target table (``target`` is the one drawn on the curves); ``after``:
-    (results, config, out_dir) -> extra document lines (e.g. figures of the driver's own)."""
+    (results, config, out_dir) -> extra document lines (e.g. figures of the driver's own);
+    ``rejudge``: (results, config, work_dir) -> None, recomputes metrics of the collected
+    rows in place from the loops' stored data (a judge fixed after the loops ran)."""
     config = configure(files, args.work_dir / "reference", args.set)
     if not args.aggregate_only:
         run_methods(config, args)
     results, partial_runs = collect(args.methods, args.repeats, args.work_dir)
     results = with_compute(results)
-    named = {"": target, **(targets or {})}
     stored = args.work_dir / args.methods[0] / "repeat_0" / "config.yaml"
     config = yaml.safe_load(stored.read_text()) if stored.exists() else config
+    if rejudge is not None:
+        rejudge(results, config, args.work_dir)
+    named = {**({} if target in (targets or {}).values() else {"": target}),  # no table twice
+             **(targets or {})}
     command = " ".join(["python", f"benchmarks/{name}.py", *(
         os.path.relpath(a, common.REPO) if a.startswith("/") else a for a in sys.argv[1:])])
     settings = {"command": command, "config_files": files, "set": args.set,

@@ -383,6 +383,10 @@ class EvalConformers(EvaluatorBase):
                               "energy count (eV)", gt=0)
     basin_radius_deg: float = _field(30.0, "a training structure is in a basin when φ and ψ "
                                      "are both within this of the basin's (degrees)", gt=0)
+    basin_temperature_K: float | None = _field(
+        300.0, "...and its oracle energy is at most what a thermal frame at this temperature "
+        "would have above the basin's relaxed energy (harmonic: mean + 4 std of the "
+        "potential energy of 3N-6 modes; 22 atoms at 300 K: 1.34 eV; null: angles only)", gt=0)
 
 
 Evaluator = Annotated[EvalTestSet | EvalStability | EvalPath | EvalCoverage | EvalGrid

@@ -218,7 +218,8 @@ def _evaluator(spec, config: RunConfig, oracle, run_dir: Path | None, progress: 
 
         return ConformerEvaluator(load_grid(spec.file), spec.phi, spec.psi, name=name,
                                   window_eV=spec.window_eV,
-                                  basin_radius_deg=spec.basin_radius_deg)
+                                  basin_radius_deg=spec.basin_radius_deg,
+                                  basin_temperature_K=spec.basin_temperature_K)
     if not hasattr(oracle, "surface"):  # spec.type == "grid"
         raise ValueError("evaluate: a grid evaluator needs an analytic oracle")
     return GridEvaluator(oracle.surface, name=name, resolution=spec.resolution,

@@ -6,6 +6,11 @@ at the grid values (e.g. alanine dipeptide's Ramachandran scan,
 ``window_eV`` of the lowest point, found from the grid itself. A generation is judged by how
 many of those basins hold a labelled training structure and by the committee's energy and
 force errors on the grid points within the window. Angles are in degrees in [-180, 180).
+
+A structure holds a basin when its φ and ψ are near the basin's and its oracle energy is no
+higher than a thermal structure of that conformer would be: at most ``thermal_ceiling``
+above the basin's relaxed energy. Angles alone are not enough: a labelled structure torn
+apart 20 eV above the minimum can have C7ax's φ and ψ without being a C7ax conformer.
 """
 
 from __future__ import annotations
@@ -20,6 +25,34 @@ from advsample.evaluators.predictions import predict
 from advsample.structures import Batch
 
 _NEIGHBOURS = [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0)]
+BOLTZMANN_EV_PER_K = 8.617333262e-5
+
+
+def thermal_ceiling(n_atoms: int, temperature_K: float, sigmas: float = 4.0) -> float:
+    """Highest potential energy above its minimum (eV) expected of a thermal frame of an
+    ``n_atoms`` molecule at ``temperature_K``: in the harmonic approximation the potential
+    energy of n = 3N - 6 vibrational modes is Gamma-distributed with shape n/2 and scale kT
+    (mean n kT / 2, standard deviation sqrt(n / 2) kT); the ceiling is the mean plus
+    ``sigmas`` standard deviations (22 atoms at 300 K: 0.78 + 4 x 0.14 = 1.34 eV)."""
+    modes = max(3 * n_atoms - 6, 1)
+    kT = BOLTZMANN_EV_PER_K * temperature_K
+    return (modes / 2 + sigmas * np.sqrt(modes / 2)) * kT
+
+
+def basin_counts(angles, energies, basins, radius_deg: float,
+                 ceiling_eV: float | None) -> np.ndarray:
+    """Structures [n_b] holding each basin: (φ, ψ) ``angles`` [K, 2] (degrees) both within
+    ``radius_deg`` of the basin's and ``energies`` [K] (eV above the grid's lowest point) at
+    most ``ceiling_eV`` above the basin's (None: angles only); ``basins`` [n_b, 3] as
+    ``ConformerEvaluator.basins``."""
+    basins = np.asarray(basins, dtype=float).reshape(-1, 3)
+    angles = np.asarray(angles, dtype=float).reshape(-1, 2)
+    near = np.abs(angle_difference(angles[None, :, :], basins[:, None, :2]))
+    inside = (near <= radius_deg).all(axis=2)  # [n_b, K]
+    if ceiling_eV is not None:
+        energies = np.asarray(energies, dtype=float).reshape(1, -1)
+        inside &= energies <= basins[:, 2:3] + ceiling_eV
+    return inside.sum(axis=1)
 
 
 def _wrap(degrees):
@@ -118,8 +151,9 @@ class ConformerEvaluator:
     span the circle evenly, e.g. every 20° from -180°); phi, psi: the 4 atom indices of each
     dihedral; window_eV: grid points and basins within this of the grid's lowest point count;
     basin_radius_deg: a training structure is in a basin when both its φ and ψ are within this
-    of the basin's (periodic difference). Training structures with another composition than
-    the grid's are ignored.
+    of the basin's (periodic difference) and its energy at most ``thermal_ceiling`` of the
+    molecule at ``basin_temperature_K`` above the basin's (None: angles only). Training
+    structures with another composition than the grid's are ignored.
     """
 
     grid: list
@@ -128,6 +162,7 @@ class ConformerEvaluator:
     name: str = "conformers"
     window_eV: float = 0.4
     basin_radius_deg: float = 30.0
+    basin_temperature_K: float | None = 300.0
     type: str = "conformers"
     _layout: tuple | None = field(default=None, init=False, repr=False)
 
@@ -138,6 +173,8 @@ class ConformerEvaluator:
             raise ValueError("conformers: 'phi' and 'psi' need 4 atom indices each")
         if self.window_eV <= 0 or self.basin_radius_deg <= 0:
             raise ValueError("conformers: window_eV and basin_radius_deg must be positive")
+        if self.basin_temperature_K is not None and self.basin_temperature_K <= 0:
+            raise ValueError("conformers: basin_temperature_K must be positive (or null)")
         phi_axis, psi_axis, flat = _grid_layout(self.grid)
         energy = np.array([a.get_potential_energy() for a in self.grid])
         emap = np.empty(len(phi_axis) * len(psi_axis))
@@ -145,13 +182,28 @@ class ConformerEvaluator:
         emap = emap.reshape(len(phi_axis), len(psi_axis))  # [n_phi, n_psi] eV above minimum
         minima = grid_minima(emap, periodic=_full_circle(phi_axis) and _full_circle(psi_axis))
         minima = minima[emap[minima[:, 0], minima[:, 1]] <= self.window_eV]
-        self._layout = (phi_axis, psi_axis, flat, emap, minima)
+        self._layout = (phi_axis, psi_axis, flat, emap, minima, float(energy.min()))
+
+    @property
+    def basin_energy_eV(self) -> float | None:
+        """How far above its basin's relaxed energy a structure may be and still hold the
+        basin (eV; None: no energy condition)."""
+        if self.basin_temperature_K is None:
+            return None
+        return float(thermal_ceiling(len(self.grid[0]), self.basin_temperature_K))
+
+    def count_basins(self, angles, energies) -> np.ndarray:
+        """Structures [n_b] holding each basin, from their (φ, ψ) [K, 2] (degrees) and oracle
+        energies [K] (eV, same oracle and molecule as the grid)."""
+        lowest = self._layout[5]
+        return basin_counts(angles, np.asarray(energies, dtype=float) - lowest, self.basins,
+                            self.basin_radius_deg, self.basin_energy_eV)
 
     @property
     def basins(self) -> list[list[float]]:
         """Reference basins within the window: [φ (deg), ψ (deg), E − E_min (eV)], lowest
         first."""
-        phi_axis, psi_axis, _, emap, minima = self._layout
+        phi_axis, psi_axis, _, emap, minima, _ = self._layout
         return [[float(phi_axis[i]), float(psi_axis[j]), float(emap[i, j])] for i, j in minima]
 
     def training_angles(self, batch: Batch) -> np.ndarray:
@@ -166,17 +218,17 @@ class ConformerEvaluator:
         """Metrics of ``context.committee`` and ``context.training`` (``loop.EvaluationContext``).
 
         basins [n_b, 3] (φ, ψ in degrees, E − E_min in eV) within the window; basins_visited /
-        fraction_basins_visited and basin_counts [n_b] (training structures within
-        basin_radius_deg of each); energy_rmse / energy_mae (eV) of E − E(min point),
-        committee mean against oracle, over the grid points within the window (window_points
-        of them), forces_rmse (eV/Å, components) on those geometries; for the plots: phi_axis
-        [n_phi], psi_axis [n_psi], reference [n_phi][n_psi] (E − E_min, eV), errors
+        fraction_basins_visited and basin_counts [n_b] (training structures holding each:
+        ``count_basins``), basin_energy_eV (its energy condition); energy_rmse / energy_mae
+        (eV) of E − E(min point), committee mean against oracle, over the grid points within
+        the window (window_points of them), forces_rmse (eV/Å, components) on those
+        geometries; for the plots: phi_axis [n_phi], psi_axis [n_psi], reference [n_phi][n_psi] (E − E_min, eV), errors
         [n_phi][n_psi] (committee minus oracle of E − E(min point), eV, the whole grid) and
         training_phi_psi [K, 2] (degrees) of the training structures with their generation
         [K]; seconds (wall time, s).
         """
         start = time.perf_counter()
-        phi_axis, psi_axis, flat, emap, minima = self._layout
+        phi_axis, psi_axis, flat, emap, minima, _ = self._layout
         data = Batch.from_atoms(self.grid).to(device=context.device)
         pred = predict(context.committee, data)
         ref = data.energy.cpu().numpy()
@@ -191,9 +243,12 @@ class ConformerEvaluator:
         angles = self.training_angles(context.training)  # [K, 2]
         gens = np.asarray(context.training_generation)
         same = _composition_mask(context.training, self.grid[0].numbers)
-        basin_angles = np.array([[phi_axis[i], psi_axis[j]] for i, j in minima]).reshape(-1, 2)
-        near = np.abs(angle_difference(angles[None, :, :], basin_angles[:, None, :]))
-        counts = (near <= self.basin_radius_deg).all(axis=2).sum(axis=1)  # [n_b]
+        if context.training.energy is None and self.basin_temperature_K is not None:
+            raise ValueError("conformers: the training structures need oracle energies "
+                             "(or basin_temperature_K: null)")
+        energies = (np.zeros(len(angles)) if context.training.energy is None
+                    else context.training.energy.cpu().numpy()[same])
+        counts = self.count_basins(angles, energies)  # [n_b]
         visited = int((counts > 0).sum())
         return {"type": self.type, "basins": self.basins, "basins_visited": visited,
                 "basins_total": len(minima),
@@ -204,6 +259,7 @@ class ConformerEvaluator:
                 "forces_rmse": float(np.sqrt(np.mean(df**2))),
                 "window_points": int(inside.sum()), "window_eV": self.window_eV,
                 "basin_radius_deg": self.basin_radius_deg,
+                "basin_energy_eV": self.basin_energy_eV,
                 "phi_axis": phi_axis.tolist(), "psi_axis": psi_axis.tolist(),
                 "reference": emap.tolist(), "errors": errors.reshape(emap.shape).tolist(),
                 "training_phi_psi": angles.tolist(), "training_generation": gens[same].tolist(),
@@ -311,7 +367,7 @@ def ramachandran_figure(grid_frames: list, quadruples, labelled_phi_psi, errors,
 
     evaluator = ConformerEvaluator(grid_frames, list(quadruples[0]), list(quadruples[1]),
                                    window_eV=window_eV)
-    phi_axis, psi_axis, flat, emap, _ = evaluator._layout
+    phi_axis, psi_axis, flat, emap = evaluator._layout[:4]
     points = labelled_phi_psi
     if len(points) and hasattr(points[0], "positions"):
         points = dihedral_angles(np.stack([a.positions for a in points]), quadruples)
