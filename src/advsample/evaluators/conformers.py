@@ -222,8 +222,9 @@ class ConformerEvaluator:
         ``count_basins``), basin_energy_eV (its energy condition); energy_rmse / energy_mae
         (eV) of E − E(min point), committee mean against oracle, over the grid points within
         the window (window_points of them), forces_rmse (eV/Å, components) on those
-        geometries; for the plots: phi_axis [n_phi], psi_axis [n_psi], reference [n_phi][n_psi] (E − E_min, eV), errors
-        [n_phi][n_psi] (committee minus oracle of E − E(min point), eV, the whole grid) and
+        geometries; for the plots: phi_axis [n_phi], psi_axis [n_psi], reference
+        [n_phi][n_psi] (E − E_min, eV), errors [n_phi][n_psi] (committee minus oracle of
+        E − E(min point), eV, the whole grid) and
         training_phi_psi [K, 2] (degrees) of the training structures with their generation
         [K]; seconds (wall time, s).
         """
