@@ -36,18 +36,26 @@ ACCURATE = {"conformers.energy_rmse": ("<=", 0.05),
 LOG = frozenset(["conformers.energy_rmse", "conformers.forces_rmse"])
 
 
-def ramachandran_figures(results: dict, config: dict, out_dir: Path) -> list[str]:
-    """Per method, repeat 0's last evaluated generation on the reference map; doc lines."""
+def ramachandran_figures(results: dict, config: dict, out_dir: Path,
+                         work_dir: Path) -> list[str]:
+    """Per method, repeat 0's labels up to its last evaluated generation (from labels.db) on
+    the reference map, with that committee's error map; doc lines."""
     from advsample.evaluators.conformers import load_grid, ramachandran_figure
+    from advsample.store import Store
 
     spec = next(e for e in config["evaluate"] if e["type"] == "conformers")
     grid = load_grid(spec["file"])
-    lines = ["## Ramachandran maps (repeat 0, last generation)", ""]
+    lines = ["## Ramachandran maps (repeat 0, last generation)", "",
+             "Dots: labels at most a thermal energy above the scan's top (window + the "
+             "judge's ceiling); +: labels higher than that (distorted or torn structures).", ""]
     for method, histories in results.items():
-        last = histories[0][-1]["conformers"]
+        row = histories[0][-1]
+        labels = Store(work_dir / method / "repeat_0" / "labels.db").training_atoms(
+            max_generation=row["generation"])
         path = out_dir / f"alanine_rama_{method}.png"
-        ramachandran_figure(grid, [spec["phi"], spec["psi"]], last["training_phi_psi"],
-                            last["errors"], path, title=method)
+        ramachandran_figure(grid, [spec["phi"], spec["psi"]],
+                            [a for a in labels if len(a) == len(grid[0])],
+                            row["conformers"]["errors"], path, title=method)
         lines += [f"### {method}", "", f"![{method}]({path.name})", ""]
     return lines
 
@@ -119,7 +127,9 @@ def main():
     benchmark("alanine", args, files, intro, KEYS, ACCURATE, LOG,
               targets={"(a) every basin": BASINS,
                        "(b) accurate and stable": ACCURATE},
-              after=ramachandran_figures, rejudge=judge_basins)
+              after=lambda results, config, out_dir: ramachandran_figures(
+                  results, config, out_dir, args.work_dir),
+              rejudge=judge_basins)
 
 
 if __name__ == "__main__":

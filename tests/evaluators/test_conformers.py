@@ -211,6 +211,10 @@ def test_plots_draw(tmp_path):
     out = ramachandran_figure(grid, [PHI, PSI], [_chain(-170.0, 95.0)],
                               entries[-1][1]["errors"], tmp_path / "rama.png", title="toy")
     assert out.stat().st_size > 0
+    lowest = min(a.get_potential_energy() for a in grid)
+    labelled = [_labelled(_chain(-170.0, 95.0), lowest), _labelled(_chain(60.0, 0.0), 50.0)]
+    assert ramachandran_figure(grid, [PHI, PSI], labelled, None,
+                               tmp_path / "hot.png").stat().st_size > 0
     flat = [0.01] * len(grid)  # errors in the order of the grid frames
     assert ramachandran_figure(grid, [PHI, PSI], np.zeros((0, 2)), flat,
                                tmp_path / "flat.png").exists()

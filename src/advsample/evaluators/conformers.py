@@ -290,9 +290,10 @@ def _periodic_map(phi_axis, psi_axis, values):
 
 
 def _reference_panel(ax, phi_axis, psi_axis, reference, window, basins, points=None,
-                     colours=None, title=None):
+                     colours=None, title=None, hot=None):
     """Reference map E − E_min (eV, filled contours up to ``window``) on ``ax``, with basins
-    [n_b, 3] as labelled crosses and ``points`` [K, 2] (degrees) as dots."""
+    [n_b, 3] as labelled crosses, ``points`` [K, 2] (degrees) as dots and ``hot`` [H, 2]
+    (degrees: structures above a thermal energy) as black pluses."""
     phi, psi, v = _periodic_map(phi_axis, psi_axis, reference)
     levels = np.linspace(0.0, window, 17)
     cs = ax.contourf(phi, psi, np.clip(v, 0.0, window), levels=levels, cmap="viridis",
@@ -302,6 +303,8 @@ def _reference_panel(ax, phi_axis, psi_axis, reference, window, basins, points=N
         p = np.asarray(points, dtype=float)
         style = {"c": "white"} if colours is None else {"c": colours, "cmap": "autumn"}
         ax.scatter(p[:, 0], p[:, 1], s=9, edgecolors="k", linewidths=0.3, zorder=5, **style)
+    if hot is not None and len(hot):
+        ax.scatter(hot[:, 0], hot[:, 1], s=14, marker="+", c="k", linewidths=0.8, zorder=5)
     for b_phi, b_psi, b_e in basins:  # on the box's lower edges also at their +360° image
         for x in (b_phi, b_phi + 360.0) if b_phi == phi_axis[0] else (b_phi,):
             for y in (b_psi, b_psi + 360.0) if b_psi == psi_axis[0] else (b_psi,):
@@ -357,7 +360,9 @@ def ramachandran_figure(grid_frames: list, quadruples, labelled_phi_psi, errors,
 
     grid_frames: the reference grid (as for :class:`ConformerEvaluator`); quadruples: the φ
     and ψ atom indices [2, 4]; labelled_phi_psi: (φ, ψ) [K, 2] in degrees, or a list of
-    ase.Atoms whose angles are computed with ``quadruples``; errors: committee minus oracle
+    ase.Atoms whose angles are computed with ``quadruples`` (labelled Atoms, same oracle as
+    the grid: those more than the judge's thermal ceiling above the window's top are drawn
+    apart, as black pluses: distorted or torn, holding no basin); errors: committee minus oracle
     of E − E(min point) (eV), either [n_phi, n_psi] over the sorted axes (``evaluate()``'s
     "errors") or [P] in the order of ``grid_frames``; None leaves the error panel empty.
     """
@@ -369,13 +374,21 @@ def ramachandran_figure(grid_frames: list, quadruples, labelled_phi_psi, errors,
     evaluator = ConformerEvaluator(grid_frames, list(quadruples[0]), list(quadruples[1]),
                                    window_eV=window_eV)
     phi_axis, psi_axis, flat, emap = evaluator._layout[:4]
-    points = labelled_phi_psi
+    points, hot, atoms = labelled_phi_psi, None, labelled_phi_psi
     if len(points) and hasattr(points[0], "positions"):
-        points = dihedral_angles(np.stack([a.positions for a in points]), quadruples)
+        points = dihedral_angles(np.stack([a.positions for a in atoms]), quadruples)
     points = np.asarray(points, dtype=float).reshape(-1, 2)
+    panel = f"reference and {len(points)} labelled structures"
+    if len(points) and getattr(atoms[0], "calc", None) is not None:
+        lowest = evaluator._layout[5]
+        energy = np.array([a.get_potential_energy() for a in atoms]) - lowest  # [K] eV
+        above = energy > window_eV + evaluator.basin_energy_eV
+        points, hot = points[~above], points[above]
+        panel += (f"\n(+: {int(above.sum())} more than "
+                  f"{window_eV + evaluator.basin_energy_eV:.2f} eV above the minimum)")
     fig, (ax_ref, ax_err) = plt.subplots(1, 2, figsize=(11, 4.6))
     _reference_panel(ax_ref, phi_axis, psi_axis, emap, window_eV, evaluator.basins, points,
-                     title=f"reference and {len(points)} labelled structures")
+                     title=panel, hot=hot)
     if errors is not None:
         err = np.asarray(errors, dtype=float)
         if err.ndim == 1:
