@@ -295,8 +295,8 @@ def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict
                                "labels": common.target_summary(results, c, "labels_added"),
                                "nn_seconds": common.target_summary(results, c, "nn_seconds")}
                            for n, c in (targets or {}).items()}}
-    common.write_json(name, settings, results, summary, args.out_dir)
-    plot = common.plot_curves(results, keys, args.out_dir / f"{name}_curves.png",
+    common.write_json(args.doc_name, settings, results, summary, args.out_dir)
+    plot = common.plot_curves(results, keys, args.out_dir / f"{args.doc_name}_curves.png",
                               "labels_added", log=log, targets={k: t for k, (_, t) in
                                                                 target.items()},
                               xlabel="labels added")
@@ -325,7 +325,7 @@ def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict
     lines += [f"![curves]({plot.name})", ""]
     if after is not None:
         lines += after(results, config, args.out_dir)
-    print(common.write_markdown(name, "\n".join(lines), args.out_dir).read_text())
+    print(common.write_markdown(args.doc_name, "\n".join(lines), args.out_dir).read_text())
 
 
 def parser(doc: str, name: str, methods: list[str], **defaults):
@@ -334,6 +334,8 @@ def parser(doc: str, name: str, methods: list[str], **defaults):
     p.add_argument("--methods", nargs="+", default=methods, help="samplers (%(default)s)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. evaluate.stability.steps=50")
+    p.add_argument("--doc-name", default=name, help="stem of the .md/.json/_curves.png "
+                   "written (%(default)s; e.g. another name for an ablation of the same runs)")
     return p
 
 

@@ -1,0 +1,50 @@
+"""benchmarks/alanine.py: basins re-judged from a loop's labels.db (no loop is run)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+from ase.calculators.singlepoint import SinglePointCalculator
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import alanine  # noqa: E402  (benchmarks/alanine.py)
+
+from advsample.evaluators.conformers import load_grid  # noqa: E402
+from advsample.store import Store  # noqa: E402
+
+GRID = REPO / "examples" / "data" / "alanine_phi_psi_grid.extxyz"
+
+
+def _point(grid, phi, psi, extra_eV=0.0):
+    """The relaxed grid structure at (phi, psi) with its oracle labels, energy + extra_eV."""
+    src = next(g for g in grid if (g.info["phi"], g.info["psi"]) == (phi, psi))
+    a = src.copy()
+    a.calc = SinglePointCalculator(a, energy=src.get_potential_energy() + extra_eV,
+                                   forces=src.get_forces())
+    return a
+
+
+def test_judge_basins_counts_thermal_labels_per_generation(tmp_path):
+    if not GRID.exists():
+        pytest.skip("alanine dipeptide data not built (benchmarks/alanine_reference.py)")
+    grid = load_grid(GRID)
+    run = tmp_path / "attack" / "repeat_0"
+    run.mkdir(parents=True)
+    store = Store(run / "labels.db")
+    store.add_labelled([_point(grid, -80.0, 80.0)], generation=0)  # C7eq
+    store.add_labelled([_point(grid, 80.0, -60.0, extra_eV=20.0),  # C7ax's angles, torn
+                        _point(grid, -140.0, 160.0, extra_eV=0.5)], generation=1)  # C5, warm
+    config = {"evaluate": [{"type": "conformers", "file": str(GRID), "phi": [1, 3, 4, 6],
+                            "psi": [3, 4, 6, 8]}]}
+    history = [{"generation": 0, "n_train": 1, "conformers": {"basin_counts": [9, 9, 9, 9]}},
+               {"generation": 1, "n_train": 3, "conformers": {}}]
+    alanine.judge_basins({"attack": [history]}, config, tmp_path)
+    # the committed scan's basins, lowest first: C7eq, C7ax, C5, (-160°, -60°)
+    assert history[0]["conformers"]["basin_counts"] == [1, 0, 0, 0]
+    assert history[1]["conformers"]["basin_counts"] == [1, 0, 1, 0]
+    assert history[1]["conformers"]["fraction_basins_visited"] == 0.5
+    assert 1.3 < history[1]["conformers"]["basin_energy_eV"] < 1.4
+    history[1]["n_train"] = 4  # labels.db and the history disagree: said, not guessed
+    with pytest.raises(ValueError, match="repeat_0 generation 1"):
+        alanine.judge_basins({"attack": [history]}, config, tmp_path)
