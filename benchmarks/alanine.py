@@ -33,6 +33,7 @@ KEYS = {"conformers.fraction_basins_visited": "fraction of basins holding a labe
 BASINS = {"conformers.fraction_basins_visited": (">=", 1.0)}
 ACCURATE = {"conformers.energy_rmse": ("<=", 0.05),
             "stability_300K.fraction_stable": (">=", 0.97)}
+STABLE = {"stability_300K.fraction_stable": (">=", 0.97)}
 LOG = frozenset(["conformers.energy_rmse", "conformers.forces_rmse"])
 
 
@@ -126,7 +127,8 @@ def main():
     files = [EXAMPLE, f"{CONFIGS}/alanine.yaml"]
     benchmark("alanine", args, files, intro, KEYS, ACCURATE, LOG,
               targets={"(a) every basin": BASINS,
-                       "(b) accurate and stable": ACCURATE},
+                       "(b) accurate and stable": ACCURATE,
+                       "(c) stable (the stability half of b alone)": STABLE},
               after=lambda results, config, out_dir: ramachandran_figures(
                   results, config, out_dir, args.work_dir),
               rejudge=judge_basins)
