@@ -61,6 +61,14 @@ class BoltzmannPrior:
         return cls(kT=kT, element_energy=eps, log_q=float(log_q), e_min=float(e.min()),
                    e_max=float(e.max()))
 
+    @classmethod
+    def auto_kT(cls, initial: Batch) -> float:
+        """kT "auto" (eV/atom): the spread (max − min) of the labelled ``initial`` structures'
+        per-atom energies, element references subtracted, so a candidate as high as the
+        highest initial structure is weighted e⁻¹ against the lowest."""
+        prior = cls.from_training(initial, 1.0)
+        return max(prior.e_max - prior.e_min, 1e-6)
+
     def reference(self, batch: Batch, dtype: torch.dtype) -> torch.Tensor:
         """Σ ε_Z of each structure [B] (eV)."""
         ref = torch.zeros(batch.n_structures, dtype=dtype, device=batch.device)

@@ -451,15 +451,11 @@ class ActiveLearning:
 
     def kT(self) -> float:
         """The Boltzmann temperature of the objective (eV/atom): the setting, or with "auto"
-        the spread (max − min) of the initial data's per-atom energies (reference energies
-        of the elements subtracted): a candidate as high as the highest initial structure is
-        then weighted e⁻¹ against the lowest. Fixed for the run (logged once)."""
+        ``BoltzmannPrior.auto_kT`` of the initial data. Fixed for the run (logged once)."""
         if self.settings.kT != "auto":
             return float(self.settings.kT)
         if self._auto_kT is None:
-            initial, _, _ = self.training_set(0)
-            prior = BoltzmannPrior.from_training(initial, 1.0)
-            self._auto_kT = max(prior.e_max - prior.e_min, 1e-6)
+            self._auto_kT = BoltzmannPrior.auto_kT(self.training_set(0)[0])
             log.info("kT auto: %.4g eV/atom (spread of the initial per-atom energies)",
                      self._auto_kT)
         return self._auto_kT
