@@ -127,7 +127,7 @@ def plot(results: dict, path: Path) -> Path:
     for ax in (ax_e, ax_t):
         ax.set_xscale("log")
         ax.set_xlabel("kT / kT_auto")
-    ax_e.set_yscale("log")
+    ax_e.set_yscale("symlog", linthresh=1.0)  # picks below the lowest initial: < 0
     ax_e.axhline(1.0, color="k", lw=0.8, ls="--")
     ax_e.set_ylabel("median pick energy / thermal ceiling")
     ax_t.set_ylabel("fraction of picks at a thermal energy")
