@@ -37,15 +37,26 @@ STABLE = {"stability_300K.fraction_stable": (">=", 0.97)}
 LOG = frozenset(["conformers.energy_rmse", "conformers.forces_rmse"])
 
 
+def conformers_judge(config: dict):
+    """The run config's conformers evaluator (its grid, dihedrals and basin judge)."""
+    from advsample.evaluators.conformers import ConformerEvaluator, load_grid
+
+    spec = next(e for e in config["evaluate"] if e["type"] == "conformers")
+    return ConformerEvaluator(load_grid(spec["file"]), spec["phi"], spec["psi"],
+                              window_eV=spec.get("window_eV", 0.4),
+                              basin_radius_deg=spec.get("basin_radius_deg", 30.0),
+                              basin_temperature_K=spec.get("basin_temperature_K", 300.0))
+
+
 def ramachandran_figures(results: dict, config: dict, out_dir: Path,
                          work_dir: Path) -> list[str]:
     """Per method, repeat 0's labels up to its last evaluated generation (from labels.db) on
     the reference map, with that committee's error map; doc lines."""
-    from advsample.evaluators.conformers import load_grid, ramachandran_figure
+    from advsample.evaluators.conformers import ramachandran_figure
     from advsample.store import Store
 
-    spec = next(e for e in config["evaluate"] if e["type"] == "conformers")
-    grid = load_grid(spec["file"])
+    judge = conformers_judge(config)
+    grid = judge.grid
     lines = ["## Ramachandran maps (repeat 0, last generation)", "",
              "Dots: labels at most a thermal energy above the scan's top (window + the "
              "judge's ceiling); +: labels higher than that (distorted or torn structures).", ""]
@@ -54,7 +65,7 @@ def ramachandran_figures(results: dict, config: dict, out_dir: Path,
         labels = Store(work_dir / method / "repeat_0" / "labels.db").training_atoms(
             max_generation=row["generation"])
         path = out_dir / f"alanine_rama_{method}.png"
-        ramachandran_figure(grid, [spec["phi"], spec["psi"]],
+        ramachandran_figure(grid, [judge.phi, judge.psi],
                             [a for a in labels if len(a) == len(grid[0])],
                             row["conformers"]["errors"], path, title=method)
         lines += [f"### {method}", "", f"![{method}]({path.name})", ""]
@@ -63,19 +74,16 @@ def ramachandran_figures(results: dict, config: dict, out_dir: Path,
 
 def intro(config: dict) -> list[str]:
     """The document's first lines: the system, the reference and the basin judge."""
-    from advsample.evaluators.conformers import load_grid, thermal_ceiling
-
+    judge = conformers_judge(config)
+    n_atoms, temperature = len(judge.grid[0]), judge.basin_temperature_K
     spec = next(e for e in config["evaluate"] if e["type"] == "conformers")
-    n_atoms = len(load_grid(spec["file"])[0])
-    temperature = spec.get("basin_temperature_K", 300.0)
-    ceiling = thermal_ceiling(n_atoms, temperature)
     return ["# Alanine dipeptide (GFN2-xTB): attacks vs MD-based AL vs biased MD vs random",
             "", "Initial data: 300 K GFN2-xTB MD in the C7eq basin (seed = repeat). The "
             f"reference is a relaxed GFN2-xTB phi/psi scan on a 20° grid (`{spec['file']}`, "
             "benchmarks/alanine_reference.py); its basins are its local minima within "
-            f"{spec.get('window_eV', 0.4)} eV of the lowest point. A label holds a basin when "
-            f"its φ and ψ are within {spec.get('basin_radius_deg', 30.0):g}° of the basin's "
-            f"and its GFN2-xTB energy is at most {ceiling:.2f} eV above the basin's relaxed "
+            f"{judge.window_eV:g} eV of the lowest point. A label holds a basin when its φ "
+            f"and ψ are within {judge.basin_radius_deg:g}° of the basin's and its GFN2-xTB "
+            f"energy is at most {judge.basin_energy_eV:.2f} eV above the basin's relaxed "
             f"energy (mean + 4 std of the harmonic potential energy of {3 * n_atoms - 6} "
             f"modes at {temperature:g} K: what a thermal frame of that conformer may have; a "
             "molecule torn apart at the basin's angles does not count). The driver "
@@ -88,14 +96,10 @@ def judge_basins(results: dict, config: dict, work_dir: Path) -> None:
     conformers judge (angles within the radius and oracle energy under the thermal ceiling,
     ``ConformerEvaluator.count_basins``): loops evaluated by the angles-only rule of the
     first runs are judged like new ones (for new ones nothing changes)."""
-    from advsample.evaluators.conformers import ConformerEvaluator, dihedral_angles, load_grid
+    from advsample.evaluators.conformers import dihedral_angles
     from advsample.store import Store
 
-    spec = next(e for e in config["evaluate"] if e["type"] == "conformers")
-    judge = ConformerEvaluator(load_grid(spec["file"]), spec["phi"], spec["psi"],
-                               window_eV=spec.get("window_eV", 0.4),
-                               basin_radius_deg=spec.get("basin_radius_deg", 30.0),
-                               basin_temperature_K=spec.get("basin_temperature_K", 300.0))
+    judge = conformers_judge(config)
     n_atoms = len(judge.grid[0])
     for method, histories in results.items():
         for k, history in enumerate(histories):
@@ -103,7 +107,7 @@ def judge_basins(results: dict, config: dict, work_dir: Path) -> None:
             labels = [a for a in labels if len(a) == n_atoms]
             generation = np.array([a.info["generation"] for a in labels])
             angles = dihedral_angles(np.stack([a.positions for a in labels]),
-                                     [spec["phi"], spec["psi"]]).reshape(-1, 2)
+                                     [judge.phi, judge.psi]).reshape(-1, 2)
             energy = np.array([a.get_potential_energy() for a in labels])
             for row in history:
                 metrics = row.get("conformers")
