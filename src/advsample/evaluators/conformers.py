@@ -165,6 +165,7 @@ class ConformerEvaluator:
     basin_temperature_K: float | None = 300.0
     type: str = "conformers"
     _layout: tuple | None = field(default=None, init=False, repr=False)
+    lowest_energy: float = field(default=0.0, init=False)  # the grid's lowest oracle E (eV)
 
     def __post_init__(self):
         """Check the arguments; lay out the grid, its energy map [n_phi, n_psi] (eV above the
@@ -182,7 +183,8 @@ class ConformerEvaluator:
         emap = emap.reshape(len(phi_axis), len(psi_axis))  # [n_phi, n_psi] eV above minimum
         minima = grid_minima(emap, periodic=_full_circle(phi_axis) and _full_circle(psi_axis))
         minima = minima[emap[minima[:, 0], minima[:, 1]] <= self.window_eV]
-        self._layout = (phi_axis, psi_axis, flat, emap, minima, float(energy.min()))
+        self._layout = (phi_axis, psi_axis, flat, emap, minima)
+        self.lowest_energy = float(energy.min())
 
     @property
     def basin_energy_eV(self) -> float | None:
@@ -195,15 +197,14 @@ class ConformerEvaluator:
     def count_basins(self, angles, energies) -> np.ndarray:
         """Structures [n_b] holding each basin, from their (φ, ψ) [K, 2] (degrees) and oracle
         energies [K] (eV, same oracle and molecule as the grid)."""
-        lowest = self._layout[5]
-        return basin_counts(angles, np.asarray(energies, dtype=float) - lowest, self.basins,
-                            self.basin_radius_deg, self.basin_energy_eV)
+        return basin_counts(angles, np.asarray(energies, dtype=float) - self.lowest_energy,
+                            self.basins, self.basin_radius_deg, self.basin_energy_eV)
 
     @property
     def basins(self) -> list[list[float]]:
         """Reference basins within the window: [φ (deg), ψ (deg), E − E_min (eV)], lowest
         first."""
-        phi_axis, psi_axis, _, emap, minima, _ = self._layout
+        phi_axis, psi_axis, _, emap, minima = self._layout
         return [[float(phi_axis[i]), float(psi_axis[j]), float(emap[i, j])] for i, j in minima]
 
     def training_angles(self, batch: Batch) -> np.ndarray:
@@ -229,7 +230,7 @@ class ConformerEvaluator:
         [K]; seconds (wall time, s).
         """
         start = time.perf_counter()
-        phi_axis, psi_axis, flat, emap, minima, _ = self._layout
+        phi_axis, psi_axis, flat, emap, minima = self._layout
         data = Batch.from_atoms(self.grid).to(device=context.device)
         pred = predict(context.committee, data)
         ref = data.energy.cpu().numpy()
@@ -373,15 +374,15 @@ def ramachandran_figure(grid_frames: list, quadruples, labelled_phi_psi, errors,
 
     evaluator = ConformerEvaluator(grid_frames, list(quadruples[0]), list(quadruples[1]),
                                    window_eV=window_eV)
-    phi_axis, psi_axis, flat, emap = evaluator._layout[:4]
+    phi_axis, psi_axis, flat, emap, _ = evaluator._layout
     points, hot, atoms = labelled_phi_psi, None, labelled_phi_psi
     if len(points) and hasattr(points[0], "positions"):
         points = dihedral_angles(np.stack([a.positions for a in atoms]), quadruples)
     points = np.asarray(points, dtype=float).reshape(-1, 2)
     panel = f"reference and {len(points)} labelled structures"
     if len(points) and getattr(atoms[0], "calc", None) is not None:
-        lowest = evaluator._layout[5]
-        energy = np.array([a.get_potential_energy() for a in atoms]) - lowest  # [K] eV
+        energy = np.array([a.get_potential_energy() for a in atoms])
+        energy -= evaluator.lowest_energy  # [K] eV above the grid's lowest point
         above = energy > window_eV + evaluator.basin_energy_eV
         points, hot = points[~above], points[above]
         panel += (f"\n(+: {int(above.sum())} more than "
