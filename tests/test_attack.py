@@ -174,7 +174,7 @@ def test_relative_energy_ceiling_is_never_exceeded_by_a_kept_step():
     above = prior.per_atom_energy(free.energy, free.batch) - prior.e_max
     assert (above > 0).any()  # unconstrained, some kept steps are above: the test can fail
     capped = attack(committee, seeds, prior, AttackConfig(steps=30, lr=0.1, restarts=2,
-                                                          energy_above_training=0.0))
+                                                          energy_above_initial=0.0))
     kept = capped.feasible
     assert kept.any()
     above = prior.per_atom_energy(capped.energy, capped.batch) - prior.e_max
@@ -204,3 +204,35 @@ def test_target_attack_stops_at_the_target_and_stays_there():
     torch.testing.assert_close(longer.batch.positions.reshape(n, -1)[reached],
                                aimed.batch.positions.reshape(n, -1)[reached])
     assert torch.equal(longer.step[reached], aimed.step[reached])
+
+
+def test_energy_ceiling_is_relative_to_the_initial_data_and_does_not_ratchet():
+    from advsample.loop import sample_generation
+    from advsample.samplers.adversarial import AdversarialSampler
+    from advsample.select import SelectConfig, training_energy
+    from advsample.structures import concatenate
+
+    initial = _molecules([4] * 8, [7, 1, 1, 1])
+    committee = Committee.build("mlp", 3, dim=3, width=8, depth=2).eval()
+    # a "high label" the loop added: a seed whose oracle energy lies far above the initial data
+    high = _molecules([4] * 2, [7, 1, 1, 1], seed=3)
+    high.energy = high.energy + 50.0
+    training = concatenate([initial, high])
+    sampler = AdversarialSampler(AttackConfig(steps=30, lr=0.1, restarts=2,
+                                              energy_above_initial=0.0))
+    select = SelectConfig(max_new=4, gate_percentile=0.0)
+    prior = BoltzmannPrior.from_training(training, 1.0)
+    reference = max(float(prior.per_atom_energy(initial.energy, initial).max()),
+                    float(prior.per_atom_energy(training_energy(committee, initial),
+                                                initial).max()))
+
+    def kept_above(result):
+        c = result.candidates
+        e = prior.per_atom_energy(c.energy, c.batch) - reference
+        return e[c.feasible]
+
+    ratcheting = sample_generation(committee, training, sampler, 1.0, select)
+    assert (kept_above(ratcheting) > 1e-9).any()  # the training maximum lets steps above
+    fixed = sample_generation(committee, training, sampler, 1.0, select, initial=initial)
+    assert fixed.candidates.feasible.any()
+    assert (kept_above(fixed) <= 1e-9).all()

@@ -39,8 +39,10 @@ TORSION_INIT_SCALE = 0.05  # rad: std of the initial θ, so that restarts of a s
 class BoltzmannPrior:
     """p(X) = exp(−e(X)/kT) / Q with e per atom after reference subtraction.
 
-    kT: eV per atom; element_energy: ε [119] eV; log_q: log Q; e_min, e_max: lowest and
-    highest training e (eV/atom).
+    kT: eV per atom; element_energy: ε [119] eV; log_q: log Q; e_min: lowest training e;
+    e_max: the energy ceiling's reference (eV/atom): the highest training e from
+    :meth:`from_training`; the loop sets it to the highest *initial* e (label or committee
+    prediction), so that the ceiling does not rise with every high label.
     """
 
     kT: float
@@ -91,8 +93,9 @@ class AttackConfig:
     box: (lo, hi) bounds on every coordinate of X0 + δ (toys);
     min_distance: smallest allowed interatomic distance (steps below it are not kept);
     energy_ceiling: largest allowed e(X) − min_k e_k, eV/atom (steps above are not kept);
-    energy_above_training: largest allowed e(X) − max_k e_k, eV/atom: no kept step predicted
-    further above the highest training energy (steps above are not kept);
+    energy_above_initial: largest allowed e(X) − e_max of the prior, eV/atom: no kept step
+    predicted further above the highest initial (or, outside the loop, training) energy
+    (steps above are not kept; the loop resolves the setting "auto" to a number first);
     remove_translation: subtract each structure's mean δ (atoms; off for one-point toys);
     strain: also optimise a symmetric strain ε [B, 3, 3] of periodic cells, applied to the cell
     and the positions alike (X = (X0 + δ)(I + ε), cell = cell0 (I + ε), so scaled coordinates
@@ -119,7 +122,7 @@ class AttackConfig:
     box: tuple[float, float] | None = None
     min_distance: float | None = None
     energy_ceiling: float | None = None
-    energy_above_training: float | None = None
+    energy_above_initial: float | str | None = None
     remove_translation: bool = True
     strain: bool = False
     max_strain: float = 0.05
@@ -213,12 +216,16 @@ def constraints_hold(batch: Batch, mean_energy: torch.Tensor, prior: BoltzmannPr
                      cfg: AttackConfig) -> torch.Tensor:
     """bool [B]: minimum distance and energy ceilings satisfied, everything finite."""
     ok = torch.isfinite(mean_energy)
-    if cfg.energy_ceiling is not None or cfg.energy_above_training is not None:
+    above = cfg.energy_above_initial
+    if isinstance(above, str):
+        raise ValueError(f"energy_above_initial {above!r}: the loop resolves 'auto' to eV/atom; "
+                         "give a number when attacking directly")
+    if cfg.energy_ceiling is not None or above is not None:
         e = prior.per_atom_energy(mean_energy.detach(), batch)
         if cfg.energy_ceiling is not None:
             ok &= (e - prior.e_min) <= cfg.energy_ceiling
-        if cfg.energy_above_training is not None:
-            ok &= (e - prior.e_max) <= cfg.energy_above_training
+        if above is not None:
+            ok &= (e - prior.e_max) <= above
     if cfg.min_distance is not None:
         ok &= min_interatomic_distance(batch, within=cfg.min_distance) >= cfg.min_distance
     return ok

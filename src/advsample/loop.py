@@ -66,17 +66,21 @@ class GenerationSample:
 
 
 def sample_generation(committee: Committee, training: Batch, sampler, kT: float,
-                      select_cfg: SelectConfig, seeds: Batch | None = None) -> GenerationSample:
+                      select_cfg: SelectConfig, seeds: Batch | None = None,
+                      initial: Batch | None = None) -> GenerationSample:
     """Propose from ``seeds`` (default: every training structure), then gate and select.
 
     Q of the Boltzmann prior (kT in eV/atom), the gate and de-duplication always use the whole
-    labelled ``training`` set.
+    labelled ``training`` set. The attack's energy ceiling is relative to the highest energy
+    of ``initial`` (default: ``training``), by label or by the committee's prediction,
+    whichever is higher: a committee biased upward still has room to move, and a ceiling
+    relative to the initial data does not rise with every high label the loop adds.
     """
     prior = BoltzmannPrior.from_training(training, kT)
-    # the energy ceiling's reference: the highest training energy by label or by the
-    # committee's own prediction, so a committee biased upward still has room to move
-    predicted = prior.per_atom_energy(training_energy(committee, training), training)
-    prior = replace(prior, e_max=max(prior.e_max, float(predicted.max())))
+    initial = training if initial is None else initial
+    labelled = prior.per_atom_energy(initial.energy.to(torch.float64), initial)
+    predicted = prior.per_atom_energy(training_energy(committee, initial), initial)
+    prior = replace(prior, e_max=max(float(labelled.max()), float(predicted.max())))
     seeds = training if seeds is None else seeds
     candidates = sampler.propose(committee, seeds.without_labels(), prior)
     threshold = gate_threshold(committee, training, select_cfg)
@@ -234,7 +238,7 @@ class ActiveLearning:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.device = resolve_device(settings.device)
         self._memory: dict[tuple[str, int], Any] = {}
-        self._auto_kT: float | None = None
+        self._initial_spread: float | None = None
 
     # ------------------------------------------------------------------ files
     def generation_dir(self, g: int) -> Path:
@@ -395,9 +399,13 @@ class ActiveLearning:
         sampler = self.parts.make_sampler(g)
         if s.target_error is not None and getattr(sampler, "name", "") == "attack":
             sampler.config = replace(sampler.config, target_sigma=self.target_sigma(g))
+        if getattr(sampler, "config", None) is not None \
+                and sampler.config.energy_above_initial == "auto":
+            sampler.config = replace(sampler.config, energy_above_initial=self.initial_spread())
         start, evaluated = time.perf_counter(), committee.evaluated
         result = sample_generation(committee, training, sampler, self.kT(), select_cfg,
-                                   seeds=training.select(seed_index))
+                                   seeds=training.select(seed_index),
+                                   initial=self.training_set(0)[0])
         cands = result.candidates
         uncertainty = cands.uncertainty.detach().cpu().numpy()
         stats = {"generation": g, "sampler": sampler.name, "candidates": len(cands),
@@ -451,14 +459,19 @@ class ActiveLearning:
 
     def kT(self) -> float:
         """The Boltzmann temperature of the objective (eV/atom): the setting, or with "auto"
-        ``BoltzmannPrior.auto_kT`` of the initial data. Fixed for the run (logged once)."""
+        :meth:`initial_spread`. Fixed for the run."""
         if self.settings.kT != "auto":
             return float(self.settings.kT)
-        if self._auto_kT is None:
-            self._auto_kT = BoltzmannPrior.auto_kT(self.training_set(0)[0])
-            log.info("kT auto: %.4g eV/atom (spread of the initial per-atom energies)",
-                     self._auto_kT)
-        return self._auto_kT
+        return self.initial_spread()
+
+    def initial_spread(self) -> float:
+        """``BoltzmannPrior.auto_kT`` of the initial data (eV/atom): kT "auto" and the
+        attack's ``energy_above_initial`` "auto". Computed once, logged once."""
+        if self._initial_spread is None:
+            self._initial_spread = BoltzmannPrior.auto_kT(self.training_set(0)[0])
+            log.info("spread of the initial per-atom energies: %.4g eV/atom (the value of "
+                     "kT and energy_above_initial 'auto')", self._initial_spread)
+        return self._initial_spread
 
     def uncertainty_history(self, g: int) -> list[float]:
         """The convergence statistic of generations 0..g (NaN where not sampled)."""

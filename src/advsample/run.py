@@ -155,7 +155,7 @@ def make_sampler(config: RunConfig, generation: int, progress: bool = True):
         steps=s.steps, lr=s.lr, init_scale=s.init_scale, restarts=s.restarts, reduce=s.reduce,
         max_displacement=s.max_displacement, min_distance=None if toy else s.min_distance,
         energy_ceiling=s.energy_ceiling, remove_translation=not toy,
-        energy_above_training=None if toy or s.type != "attack" else s.energy_above_training,
+        energy_above_initial=None if toy or s.type != "attack" else s.energy_above_initial,
         displacements=s.displacements, torsion_lr=s.torsion_lr, max_torsion=s.max_torsion,
         torsions=[list(b) for b in s.torsions] if isinstance(s.torsions, list) else s.torsions,
         box=tuple(config.system.box) if toy else None,
