@@ -10,6 +10,7 @@ def test_good_config_loads_with_defaults(tmp_path):
     p.write_text(GOOD)
     cfg = load_config(p)
     assert cfg.sampler.steps == 10 and cfg.committee.model == "painn"
+    assert cfg.sampler.energy_above_initial == "auto"
     assert cfg.oracle.spec() == {"type": "xtb", "method": "GFN2-xTB", "charge": 0, "uhf": 0}
 
 
@@ -21,6 +22,10 @@ def test_good_config_loads_with_defaults(tmp_path):
     ("system: {molecule: NH3, file: x.xyz}\n", "exactly one"),
     ("system: [\n", "not valid YAML"),
     ("- 1\n- 2\n", "top level"),
+    ("system: {molecule: NH3}\nsampler: {energy_above_initial: -0.1}\n",
+     "sampler.energy_above_initial"),
+    ("system: {molecule: NH3}\nsampler: {energy_above_training: 0.1}\n",
+     "sampler.energy_above_training: unknown key"),
 ])
 def test_bad_config_names_file_and_key(tmp_path, text, needle):
     p = tmp_path / "bad.yaml"
@@ -45,3 +50,11 @@ def test_model_hyperparameter_defaults_follow_the_model():
     assert painn == {"features": 32, "interactions": 2, "cutoff": 4.0}
     given = {"model": "painn", "hyperparameters": {"features": 8}}
     assert parse_config({**base, "committee": given}).committee.hyperparameters == {"features": 8}
+
+
+@pytest.mark.parametrize("value", ["auto", 0.2, None])
+def test_energy_above_initial_takes_auto_a_number_or_null(tmp_path, value):
+    p = tmp_path / "c.yaml"
+    p.write_text(f"system: {{molecule: NH3}}\nsampler: {{energy_above_initial: "
+                 f"{'null' if value is None else value}}}\n")
+    assert load_config(p).sampler.energy_above_initial == value

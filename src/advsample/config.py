@@ -207,12 +207,12 @@ class SamplerConfig(Strict):
         "reaches this instead of maximising the uncertainty; a seed stops at the first step "
         "that reaches it (the scale comes from the previous committee's calibration; raw σ "
         "in generation 0; null: maximise)", gt=0)
-    energy_above_initial: float | Literal["auto"] | None = _field(
+    energy_above_initial: Annotated[float, Field(gt=0)] | Literal["auto"] | None = _field(
         "auto", "attack: no kept step predicted more than this above the highest energy of "
         "the initial data (eV/atom, by label or by the committee's prediction, whichever is "
         "higher; fixed for the run, so high labels do not raise it); 'auto': the spread "
         "(max - min) of the initial per-atom energies, the same number as kT 'auto'; null: "
-        "no limit; not applied to toys", gt=0)
+        "no limit; not applied to toys")
     displacements: bool = _field(True, "attack: optimise Cartesian displacements (false with "
                                  "torsions: a pure torsion attack)")
     torsions: list[tuple[int, int]] | Literal["rotatable"] | None = _field(
