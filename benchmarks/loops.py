@@ -237,6 +237,65 @@ def compute_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def label_energies(methods: list[str], repeats: int, work_dir: Path,
+                   temperature_K: float) -> dict:
+    """Where each loop's added labels lie in energy: per method a list over repeats (None
+    where the loop has no labels.db) of {"labels", "median_eV", "p90_eV", "thermal"}: the
+    oracle energies of the ok labels beyond generation 0 above the lowest initial energy of
+    the same composition (eV; median and 90th percentile), and the fraction at most
+    ``thermal_ceiling`` (n_atoms, ``temperature_K``, the initial data's temperature) above
+    it: the labels a thermal sampler at the initial temperature could have produced."""
+    import numpy as np
+
+    from advsample.evaluators.conformers import thermal_ceiling
+    from advsample.store import Store
+
+    out = {}
+    for m in methods:
+        for k in range(repeats):
+            db = work_dir / m / f"repeat_{k}" / "labels.db"
+            if not db.exists():
+                out.setdefault(m, []).append(None)
+                continue
+            atoms = Store(db).training_atoms()
+            lowest = {}
+            for a in atoms:
+                if a.info["generation"] == 0:
+                    f = a.get_chemical_formula()
+                    lowest[f] = min(lowest.get(f, np.inf), a.get_potential_energy())
+            above, ceiling = [], []
+            for a in atoms:
+                f = a.get_chemical_formula()
+                if a.info["generation"] > 0 and f in lowest:
+                    above.append(a.get_potential_energy() - lowest[f])
+                    ceiling.append(thermal_ceiling(len(a), temperature_K))
+            above, ceiling = np.array(above), np.array(ceiling)
+            out.setdefault(m, []).append({
+                "labels": len(above),
+                "median_eV": float(np.median(above)) if len(above) else None,
+                "p90_eV": float(np.percentile(above, 90)) if len(above) else None,
+                "thermal": float(np.mean(above <= ceiling)) if len(above) else None})
+    return out
+
+
+def label_energy_table(energies: dict, temperature_K: float) -> str:
+    """Markdown table of :func:`label_energies`: per method the repeats' values."""
+    def cell(values, fmt):
+        return ", ".join("-" if v is None else format(v, fmt) for v in values)
+
+    lines = ["| method | labels added | median above the initial minimum (eV) | 90th "
+             f"percentile (eV) | within a thermal energy at {temperature_K:g} K |",
+             "|---|---|---|---|---|"]
+    for m, per_repeat in energies.items():
+        rows = [r or {"labels": None, "median_eV": None, "p90_eV": None, "thermal": None}
+                for r in per_repeat]
+        lines.append(f"| {m} | {cell([r['labels'] for r in rows], 'd')} | "
+                     f"{cell([r['median_eV'] for r in rows], '.2f')} | "
+                     f"{cell([r['p90_eV'] for r in rows], '.2f')} | "
+                     f"{cell([r['thermal'] for r in rows], '.0%')} |")
+    return "\n".join(lines) + "\n"
+
+
 def run_methods(config: dict, args) -> None:
     """Every method x repeat of ``config``. The methods whose generation 0 depends on nothing
     they do not share (the same config but for SAMPLING_KEYS) start from one generation 0
@@ -295,6 +354,9 @@ def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict
                                "labels": common.target_summary(results, c, "labels_added"),
                                "nn_seconds": common.target_summary(results, c, "nn_seconds")}
                            for n, c in (targets or {}).items()}}
+    temperature = float((config.get("initial") or {}).get("temperature_K") or 300.0)
+    energies = label_energies(args.methods, args.repeats, args.work_dir, temperature)
+    summary["label_energies"] = {"initial_temperature_K": temperature, "methods": energies}
     common.write_json(args.doc_name, settings, results, summary, args.out_dir)
     plot = common.plot_curves(results, keys, args.out_dir / f"{args.doc_name}_curves.png",
                               "labels_added", log=log, targets={k: t for k, (_, t) in
@@ -318,6 +380,13 @@ def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict
                   "NN seconds to reach it (same runs):", "",
                   common.table_labels_to_target(results, criteria, "nn_seconds")]
     lines += ["## Compute per loop", "", compute_table(results)]
+    lines += ["## Where the labels lie", "",
+              "Oracle energies of each loop's added labels above the lowest initial energy of "
+              "the same composition, per repeat (repeat 0, 1, ...); the last column is the "
+              "fraction within the harmonic thermal ceiling of the initial temperature (mean "
+              "+ 4 standard deviations of the potential energy of 3N - 6 modes), i.e. labels "
+              "a thermal sampler could have produced.", "",
+              label_energy_table(energies, temperature)]
     for key, title in keys.items():
         lines += [f"## {title}", "", common.table_by_generation(
             results, {"labels_added": "labels added", key: title}, {key: ".4g"},

@@ -180,3 +180,38 @@ def test_compute_counts_sampling_evaluations_per_loop():
     assert [r["sampling_evaluations"] for r in rows] == [0, 100, 140]
     table = loops.compute_table(results)
     assert "structures evaluated" in table and "| 140 " in table
+
+
+def test_label_energies_are_above_the_initial_minimum_of_the_same_formula(tmp_path):
+    import numpy as np
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from advsample.evaluators.conformers import thermal_ceiling
+    from advsample.store import Store
+
+    def labelled(symbols, energy):
+        a = Atoms(symbols)
+        a.positions = np.arange(3 * len(a)).reshape(-1, 3) * 1.5
+        a.calc = SinglePointCalculator(a, energy=energy, forces=np.zeros((len(a), 3)))
+        return a
+
+    run = tmp_path / "attack" / "repeat_0"
+    run.mkdir(parents=True)
+    store = Store(run / "labels.db")
+    store.add_labelled([labelled("NH3", -10.0), labelled("NH3", -9.8), labelled("H2O", -5.0)])
+    ceiling = thermal_ceiling(4, 300.0)
+    store.add_labelled([labelled("NH3", -10.0 + 0.5 * ceiling),
+                        labelled("NH3", -10.0 + 3 * ceiling), labelled("H2O", -4.0),
+                        labelled("CH4", 1.0)],  # no initial CH4: not counted
+                       generation=1, sampler="attack")
+    out = loops.label_energies(["attack", "random"], 1, tmp_path, 300.0)
+    assert out["random"] == [None]
+    (r,) = out["attack"]
+    above = [0.5 * ceiling, 3 * ceiling, 1.0]
+    assert r["labels"] == 3 and r["median_eV"] == pytest.approx(np.median(above))
+    # H2O's ceiling is its own (3 atoms: 0.18 eV, below its 1.0 eV); NH3's 3x is above
+    assert thermal_ceiling(3, 300.0) < 1.0
+    assert r["thermal"] == pytest.approx(1 / 3)
+    table = loops.label_energy_table(out, 300.0)
+    assert "| attack | 3 |" in table and "| random | - |" in table
