@@ -5,8 +5,10 @@
 
 Each case is a finished attack loop of another benchmark: its stored config, its generation-G
 committee and its labels up to G (the loop must exist: run that benchmark first). For every
-kT = factor x kT_auto (``BoltzmannPrior.auto_kT`` of the loop's initial data: the spread of
-its per-atom energies) the generation's attack is run again exactly as the loop runs it (same
+kT = factor x spread (``BoltzmannPrior.energy_spread`` of the loop's initial data: the spread
+of its per-atom energies, which was kT "auto" until the rule of ``BoltzmannPrior.auto_kT``
+replaced it; the doc gives that rule's kT per case as a factor of the spread) the
+generation's attack is run again exactly as the loop runs it (same
 seeds, sampler, gate and selection; only kT changes), and every candidate is labelled with
 the loop's own oracle. Reported per case and kT: candidates above the uncertainty gate,
 picks, the oracle energy of the picks above the lowest initial structure of the same
@@ -37,7 +39,7 @@ FACTORS = [4.0, 2.0, 1.0, 0.5, 0.2, 0.1]
 
 
 def measure(run: Path, generation: int, factor: float) -> dict:
-    """One generation of the loop in ``run`` re-attacked with kT = factor x auto; every
+    """One generation of the loop in ``run`` re-attacked with kT = factor x spread; every
     candidate labelled by the loop's oracle. Energies in eV."""
     import torch
 
@@ -57,9 +59,9 @@ def measure(run: Path, generation: int, factor: float) -> dict:
     labels = Store(run / "labels.db").training_atoms(max_generation=generation)
     training = Batch.from_atoms(labels)
     initial = [a for a in labels if a.info["generation"] == 0]
-    auto = BoltzmannPrior.auto_kT(Batch.from_atoms(initial))
+    spread = BoltzmannPrior.energy_spread(Batch.from_atoms(initial))
     config = copy.deepcopy(stored)
-    config["sampler"]["kT"] = factor * auto
+    config["sampler"]["kT"] = factor * spread
     cfg = parse_config(config, str(run / "config.yaml"))
     s = loop_settings(cfg, progress=False)
     committee = Committee.load(run / "generations" / f"gen_{generation:03d}" / "committee.pt")
@@ -69,7 +71,7 @@ def measure(run: Path, generation: int, factor: float) -> dict:
                          reduce=s.select.reduce)
     start = time.perf_counter()
     result = sample_generation(committee, training, make_sampler(cfg, generation, False),
-                               factor * auto, replace(s.select, seed=s.select.seed * 1000
+                               factor * spread, replace(s.select, seed=s.select.seed * 1000
                                                       + generation),
                                seeds=training.select(seeds))
     seconds = time.perf_counter() - start
@@ -85,7 +87,7 @@ def measure(run: Path, generation: int, factor: float) -> dict:
         ceiling.append(thermal_ceiling(len(a), cfg.initial.temperature_K))
     above, ceiling = np.array(above), np.array(ceiling)
     gated = result.candidates.uncertainty.numpy() >= result.threshold
-    return {"factor": factor, "kT_auto": auto, "kT": factor * auto, "n_atoms_mean":
+    return {"factor": factor, "spread": spread, "kT": factor * spread, "n_atoms_mean":
             float(np.mean([len(a) for a in initial])),
             "temperature_K": cfg.initial.temperature_K, "attack_seconds": seconds,
             "candidates": len(above), "above_gate": int(gated.sum()),
@@ -126,7 +128,7 @@ def plot(results: dict, path: Path) -> Path:
                       for x in s], "o-", label=name)
     for ax in (ax_e, ax_t):
         ax.set_xscale("log")
-        ax.set_xlabel("kT / kT_auto")
+        ax.set_xlabel("kT / spread of the initial per-atom energies")
     ax_e.set_yscale("symlog", linthresh=1.0)  # picks below the lowest initial: < 0
     ax_e.axhline(1.0, color="k", lw=0.8, ls="--")
     ax_e.set_ylabel("median pick energy / thermal ceiling")
@@ -139,14 +141,25 @@ def plot(results: dict, path: Path) -> Path:
     return path
 
 
+def initial_auto_kT(run: Path) -> float:
+    """kT "auto" (``BoltzmannPrior.auto_kT``, eV/atom) of the initial data of the loop in
+    ``run``."""
+    from advsample.attack import BoltzmannPrior
+    from advsample.store import Store
+    from advsample.structures import Batch
+
+    initial = Store(run / "labels.db").training_atoms(max_generation=0)
+    return BoltzmannPrior.auto_kT(Batch.from_atoms(initial))
+
+
 def main():
     p = c.bench_args(__doc__.splitlines()[0], "attack_kT")
     p.add_argument("--factors", type=float, nargs="+", default=FACTORS,
-                   help="kT / kT_auto values (%(default)s)")
+                   help="kT / spread values (%(default)s)")
     args = p.parse_args()
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results, auto = {}, {}  # auto: case -> kT "auto" of its initial data (eV/atom)
     for name, (run, generation) in CASES.items():
         run = c.REPO / run
         if not (run / "labels.db").exists():
@@ -158,9 +171,11 @@ def main():
             if not cache.exists():
                 if args.aggregate_only:
                     continue
-                print(f"{name}: kT = {factor:g} x auto ...", flush=True)
+                print(f"{name}: kT = {factor:g} x spread ...", flush=True)
                 c._write_atomic(cache, json.dumps(measure(run, generation, factor)))
             results.setdefault(name, []).append(json.loads(cache.read_text()))
+        if name in results:
+            auto[name] = initial_auto_kT(run)
     out = args.out_dir.resolve()
     (out / "attack_kT.json").write_text(json.dumps(
         {"cases": {k: {"run": v[0], "generation": v[1]} for k, v in CASES.items()},
@@ -169,10 +184,12 @@ def main():
     figure = plot(results, out / "attack_kT.png")
     lines = ["# kT of the Boltzmann factor: where attacks go", "",
              "Command: `python benchmarks/attack_kT.py`. One generation of attacks re-run per "
-             "kT = factor x kT_auto on the committee of a finished loop (same seeds, sampler, "
+             "kT = factor x spread on the committee of a finished loop (same seeds, sampler, "
              "gate and selection as the loop; only kT changes), every candidate labelled by "
-             "the loop's oracle. kT_auto is the spread of the initial data's per-atom "
-             "energies. Energies are oracle energies above the lowest initial structure of "
+             "the loop's oracle. The spread is max - min of the initial data's per-atom "
+             "energies (kT 'auto' until the current rule, 4 k_B T / atoms with T implied by "
+             "the initial energies' fluctuation, replaced it; its value is given per case). "
+             "Energies are oracle energies above the lowest initial structure of "
              "the same composition; a pick is at a thermal energy when that is at most the "
              "harmonic thermal ceiling (mean + 4 std of the potential energy of 3N - 6 modes "
              "at the initial data's temperature). Cached in "
@@ -181,11 +198,13 @@ def main():
         run, generation = CASES[name]
         first = rows[0]
         lines += [f"## {name}", "",
-                  f"`{run}`, committee of generation {generation}; kT_auto "
-                  f"{first['kT_auto']:.4g} eV/atom; {first['n_atoms_mean']:.0f} atoms on "
+                  f"`{run}`, committee of generation {generation}; spread "
+                  f"{first['spread']:.4g} eV/atom; kT auto {auto[name]:.4g} eV/atom "
+                  f"({auto[name] / first['spread']:.2f} x spread); "
+                  f"{first['n_atoms_mean']:.0f} atoms on "
                   f"average; thermal ceiling {summary(first)['thermal_ceiling_eV']:.2f} eV "
                   f"at {first['temperature_K']:g} K.", "",
-                  "| kT / auto | kT (eV/atom) | candidates | above gate | candidates' median "
+                  "| kT / spread | kT (eV/atom) | candidates | above gate | candidates' median "
                   "E (eV) | thermal candidates | picks | picks' median E (eV) | picks' p90 E "
                   "(eV) | thermal picks |",
                   "|---|---|---|---|---|---|---|---|---|---|"]

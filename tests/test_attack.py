@@ -236,3 +236,23 @@ def test_energy_ceiling_is_relative_to_the_initial_data_and_does_not_ratchet():
     fixed = sample_generation(committee, training, sampler, 1.0, select, initial=initial)
     assert fixed.candidates.feasible.any()
     assert (kept_above(fixed) <= 1e-9).all()
+
+
+@pytest.mark.parametrize("n_atoms", [4, 22])
+def test_auto_kT_recovers_the_temperature_of_harmonic_energies(n_atoms):
+    """Potential energies of 3N - 6 harmonic modes at temperature T are Gamma(n/2, k_B T):
+    auto kT must be 4 k_B T / N whatever N (the old spread rule grew with sqrt(N))."""
+    from advsample.attack import AUTO_KT_MULTIPLE
+
+    kT_true = 0.02585  # eV, 300 K
+    modes = 3 * n_atoms - 6
+    g = torch.Generator().manual_seed(1)
+    k = 4000
+    gamma = torch.distributions.Gamma(torch.tensor(modes / 2.0), torch.tensor(1.0))
+    torch.manual_seed(1)
+    energy = gamma.sample((k,)).to(torch.float64) * kT_true - 50.0 * n_atoms
+    batch = _molecules([n_atoms] * k, [6] * n_atoms)  # one element: reference = mean
+    batch.positions = torch.randn(batch.positions.shape, generator=g, dtype=torch.float64)
+    batch.energy = energy
+    kT = BoltzmannPrior.auto_kT(batch)
+    assert kT * n_atoms == pytest.approx(AUTO_KT_MULTIPLE * kT_true, rel=0.05)

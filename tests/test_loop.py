@@ -157,11 +157,13 @@ def test_device_setting_resolves():
             loop_module.resolve_device("cuda")
 
 
-def test_auto_kT_is_the_spread_of_the_initial_per_atom_energies():
+def test_auto_kT_follows_the_fluctuation_of_the_initial_energies():
     al = build(parse_config(toy_config(sampler={"kT": "auto"})), None, progress=False)
     al.parts.initial_data()
     energies = np.array([a.get_potential_energy() for a in al.store.training_atoms()])
-    assert al.kT() == pytest.approx(energies.max() - energies.min())  # one "atom" per point
+    dim = al.settings.dim  # one "atom" per point: dim modes
+    assert al.kT() == pytest.approx(4 * energies.std() / np.sqrt(dim / 2))
+    assert al.initial_spread() == pytest.approx(energies.max() - energies.min())
     assert build(parse_config(toy_config()), None, progress=False).kT() == 5.0
 
 

@@ -33,6 +33,10 @@ from advsample.torsions import TorsionSet, apply_torsions
 from advsample.uncertainty import force_variance
 
 TORSION_INIT_SCALE = 0.05  # rad: std of the initial θ, so that restarts of a seed differ
+AUTO_KT_MULTIPLE = 4.0
+"""kT "auto" in units of k_B T̂ / N̄ (see :meth:`BoltzmannPrior.auto_kT`): one generation of
+attacks at this kT put most picks within the harmonic thermal range on NH3 (4 atoms), alanine
+dipeptide (22) and zeolite complexes (44) alike (docs/benchmarks/attack_kT.md)."""
 
 
 @dataclass
@@ -64,12 +68,33 @@ class BoltzmannPrior:
                    e_max=float(e.max()))
 
     @classmethod
-    def auto_kT(cls, initial: Batch) -> float:
-        """kT "auto" (eV/atom): the spread (max − min) of the labelled ``initial`` structures'
-        per-atom energies, element references subtracted, so a candidate as high as the
-        highest initial structure is weighted e⁻¹ against the lowest."""
+    def energy_spread(cls, initial: Batch) -> float:
+        """The spread (max − min) of the labelled ``initial`` structures' per-atom energies,
+        element references subtracted (eV/atom): the attack's ``energy_above_initial``
+        "auto"."""
         prior = cls.from_training(initial, 1.0)
         return max(prior.e_max - prior.e_min, 1e-6)
+
+    @classmethod
+    def auto_kT(cls, initial: Batch) -> float:
+        """kT "auto" (eV/atom): AUTO_KT_MULTIPLE · k_B T̂ / N̄, where T̂ is the temperature
+        the ``initial`` data's energy fluctuation implies. In the harmonic approximation the
+        potential energy of n vibrational modes fluctuates with standard deviation
+        sqrt(n/2) k_B T, so k_B T̂ = N̄ std(e) / sqrt(n/2) with e the per-atom energies
+        (element references subtracted), N̄ the mean atom count and n = 3N̄ − 6 (molecules),
+        3N̄ − 3 (periodic cells) or d·N̄ (toys). The prior exp(−e/kT) then weights a total
+        energy ΔE above the lowest structure by exp(−ΔE / (4 k_B T̂)), whatever the size;
+        the spread itself grows like sqrt(n), which sent attacks on 22 atoms far above any
+        thermal energy (docs/benchmarks/attack_kT.md)."""
+        prior = cls.from_training(initial, 1.0)
+        e = prior.per_atom_energy(initial.energy.to(torch.float64), initial)
+        n_atoms = float(initial.n_atoms.to(torch.float64).mean())
+        if initial.dim < 3:
+            modes = initial.dim * n_atoms
+        else:
+            modes = 3 * n_atoms - (3 if bool(initial.pbc.any()) else 6)
+        std = float(e.std(unbiased=False)) if e.numel() > 1 else 0.0
+        return max(AUTO_KT_MULTIPLE * std / math.sqrt(max(modes, 1.0) / 2), 1e-6)
 
     def reference(self, batch: Batch, dtype: torch.dtype) -> torch.Tensor:
         """Σ ε_Z of each structure [B] (eV)."""

@@ -184,8 +184,9 @@ class SamplerConfig(Strict):
         "learning), biased_md (NN-MD on the committee mean minus an uncertainty bias, "
         "UDD-AL), uniform (toys: uniform points in the box)")
     kT: float | Literal["auto"] = _field(
-        0.05, "Boltzmann temperature of the objective (eV/atom), or auto: the spread (max - "
-        "min) of the initial data's per-atom energies, fixed for the run and logged")
+        0.05, "Boltzmann temperature of the objective (eV/atom), or auto: 4 k_B T / atoms with "
+        "T the temperature the initial energies' fluctuation implies (harmonic: std of the "
+        "energy = sqrt(modes / 2) k_B T), fixed for the run and logged")
     steps: int = _field(200, "attack: Adam steps on the displacement", ge=1)
     lr: float = _field(0.01, "attack: Adam learning rate (Å)", gt=0)
     init_scale: float = _field(0.01, "attack: std of the initial displacement (Å)", ge=0)
@@ -211,7 +212,7 @@ class SamplerConfig(Strict):
         "auto", "attack: no kept step predicted more than this above the highest energy of "
         "the initial data (eV/atom, by label or by the committee's prediction, whichever is "
         "higher; fixed for the run, so high labels do not raise it); 'auto': the spread "
-        "(max - min) of the initial per-atom energies, the same number as kT 'auto'; null: "
+        "(max - min) of the initial per-atom energies; null: "
         "no limit; not applied to toys")
     displacements: bool = _field(True, "attack: optimise Cartesian displacements (false with "
                                  "torsions: a pure torsion attack)")

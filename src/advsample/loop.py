@@ -39,7 +39,7 @@ import ase.io
 import numpy as np
 import torch
 
-from advsample.attack import BoltzmannPrior, Candidates
+from advsample.attack import AUTO_KT_MULTIPLE, BoltzmannPrior, Candidates
 from advsample.calibration import Calibration, fresh_label_record
 from advsample.committee import Committee
 from advsample.screening import LabelScreen, energy_ceilings
@@ -239,6 +239,7 @@ class ActiveLearning:
         self.device = resolve_device(settings.device)
         self._memory: dict[tuple[str, int], Any] = {}
         self._initial_spread: float | None = None
+        self._auto_kT: float | None = None
 
     # ------------------------------------------------------------------ files
     def generation_dir(self, g: int) -> Path:
@@ -459,18 +460,22 @@ class ActiveLearning:
 
     def kT(self) -> float:
         """The Boltzmann temperature of the objective (eV/atom): the setting, or with "auto"
-        :meth:`initial_spread`. Fixed for the run."""
+        ``BoltzmannPrior.auto_kT`` of the initial data. Fixed for the run (logged once)."""
         if self.settings.kT != "auto":
             return float(self.settings.kT)
-        return self.initial_spread()
+        if self._auto_kT is None:
+            self._auto_kT = BoltzmannPrior.auto_kT(self.training_set(0)[0])
+            log.info("kT auto: %.4g eV/atom (%g k_B T / atoms, T from the initial energies' "
+                     "fluctuation)", self._auto_kT, AUTO_KT_MULTIPLE)
+        return self._auto_kT
 
     def initial_spread(self) -> float:
-        """``BoltzmannPrior.auto_kT`` of the initial data (eV/atom): kT "auto" and the
-        attack's ``energy_above_initial`` "auto". Computed once, logged once."""
+        """``BoltzmannPrior.energy_spread`` of the initial data (eV/atom): the attack's
+        ``energy_above_initial`` "auto". Computed once, logged once."""
         if self._initial_spread is None:
-            self._initial_spread = BoltzmannPrior.auto_kT(self.training_set(0)[0])
-            log.info("spread of the initial per-atom energies: %.4g eV/atom (the value of "
-                     "kT and energy_above_initial 'auto')", self._initial_spread)
+            self._initial_spread = BoltzmannPrior.energy_spread(self.training_set(0)[0])
+            log.info("energy_above_initial auto: %.4g eV/atom (the spread of the initial "
+                     "per-atom energies)", self._initial_spread)
         return self._initial_spread
 
     def uncertainty_history(self, g: int) -> list[float]:
