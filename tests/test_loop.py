@@ -175,3 +175,40 @@ def test_target_error_uses_the_previous_committees_calibration():
     assert al.target_sigma(0) == 0.5  # no calibration yet: raw sigma
     scale = al._load("calibration", 0)["scale"]
     assert scale > 0 and al.target_sigma(1) == pytest.approx(0.5 / scale)
+
+
+def test_molecule_loop_takes_the_energy_ceiling_from_the_initial_data(tmp_path, monkeypatch):
+    """energy_above_initial 'auto' reaches the attack as the initial per-atom spread, and the
+    ceiling's reference set is generation 0's labels, not the growing training set."""
+    import ase.io
+    from helpers import labelled_nh3
+
+    frames = tmp_path / "nh3.extxyz"
+    ase.io.write(frames, labelled_nh3(8), format="extxyz")
+    cfg = {"seed": 0, "system": {"molecule": "NH3"}, "initial": {"file": str(frames)},
+           "oracle": {"type": "emt"},
+           "committee": {"size": 2, "hyperparameters": {"features": 8, "interactions": 1}},
+           "train": {"epochs": 5, "batch_size": 4},
+           "sampler": {"steps": 3, "restarts": 1},
+           "select": {"max_new": 3, "gate_percentile": 0.0},
+           "loop": {"generations": 2, "convergence": {"plateau_generations": None}},
+           "evaluate": []}
+    al = build(parse_config(cfg), None, progress=False)
+    seen = []
+    real = loop_module.sample_generation
+
+    def spy(committee, training, sampler, kT, select_cfg, seeds=None, initial=None):
+        seen.append((sampler.config.energy_above_initial, training.n_structures,
+                     initial.n_structures))
+        return real(committee, training, sampler, kT, select_cfg, seeds=seeds,
+                    initial=initial)
+
+    monkeypatch.setattr(loop_module, "sample_generation", spy)
+    al.run()
+    energies = [a.get_potential_energy() / len(a) for a in al.store.training_atoms()
+                if a.info["generation"] == 0]
+    assert len(seen) == 2
+    for above, n_training, n_initial in seen:
+        assert above == pytest.approx(max(energies) - min(energies))  # one formula: no refs
+        assert n_initial == 8
+    assert seen[1][1] > 8  # the training set grew; the ceiling's reference did not
