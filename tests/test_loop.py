@@ -208,7 +208,7 @@ def test_molecule_loop_takes_the_energy_ceiling_from_the_initial_data(tmp_path, 
     energies = [a.get_potential_energy() / len(a) for a in al.store.training_atoms()
                 if a.info["generation"] == 0]
     assert len(seen) == 2
-    for above, n_training, n_initial in seen:
+    for above, _, n_initial in seen:
         assert above == pytest.approx(max(energies) - min(energies))  # one formula: no refs
         assert n_initial == 8
     assert seen[1][1] > 8  # the training set grew; the ceiling's reference did not
