@@ -5,7 +5,7 @@ import pytest
 import torch
 from helpers import FD_TOL
 
-from advsample.attack import AttackConfig, BoltzmannPrior, attack, score
+from advsample.attack import AttackConfig, BoltzmannPrior, Candidates, attack, score
 from advsample.committee import Committee
 from advsample.structures import Batch
 
@@ -256,3 +256,57 @@ def test_auto_kT_recovers_the_temperature_of_harmonic_energies(n_atoms):
     batch.energy = energy
     kT = BoltzmannPrior.auto_kT(batch)
     assert kT * n_atoms == pytest.approx(AUTO_KT_MULTIPLE * kT_true, rel=0.05)
+
+
+class _LadderSampler:
+    """Proposes by kT: at kT0 two structures distinct from the seeds plus copies of the seeds
+    (duplicates), at higher kT a displaced copy of every seed (distinct), with the objective
+    growing with kT, so hotter candidates would outrank colder ones if they were compared."""
+
+    name = "attack"
+
+    def __init__(self, kT0):
+        self.kT0 = kT0
+
+    def propose(self, committee, seeds, prior):
+        hot = prior.kT > self.kT0 * 1.5
+        g = torch.Generator().manual_seed(int(prior.kT * 1000))
+        batch = seeds
+        if hot:
+            batch = seeds.with_positions(seeds.positions
+                                         + 0.3 * torch.randn(seeds.positions.shape, generator=g,
+                                                             dtype=seeds.positions.dtype))
+        else:
+            moved = seeds.positions.clone()
+            first_two = seeds.structure < 2
+            moved[first_two] += 0.3 * torch.randn(moved[first_two].shape, generator=g,
+                                                  dtype=moved.dtype)
+            batch = seeds.with_positions(moved)
+        b = batch.n_structures
+        return Candidates(batch=batch, objective=torch.full((b,), prior.kT * 100),
+                          uncertainty=torch.ones(b), energy=torch.zeros(b),
+                          parent=torch.arange(b), step=torch.zeros(b, dtype=torch.long),
+                          displacement=torch.zeros(b), feasible=torch.ones(b, dtype=torch.bool))
+
+
+def test_kT_ladder_fills_a_starved_generation_with_the_coldest_distinct_picks():
+    from advsample.loop import sample_generation
+    from advsample.select import SelectConfig, distances_to
+
+    training = _molecules([4] * 8, [7, 1, 1, 1])
+    committee = Committee.build("mlp", 2, dim=3, width=8, depth=2).eval()
+    cfg = SelectConfig(max_new=6, gate_absolute=1e-12, min_separation=0.05, metric="rmsd")
+    sampler = _LadderSampler(kT0=0.01)
+    starved = sample_generation(committee, training, sampler, 0.01, cfg)
+    assert len(starved.chosen) == 2  # the seeds' copies are duplicates of training
+    filled = sample_generation(committee, training, sampler, 0.01, cfg, kT_ladder=2)
+    assert len(filled.chosen) == 6
+    kT = filled.kT[filled.chosen]
+    # the two cold picks are kept (first), the rest is from the first hotter rung only
+    assert kT.tolist() == [0.01, 0.01, 0.02, 0.02, 0.02, 0.02]
+    assert set(filled.chosen[:2].tolist()) == set(starved.chosen.tolist())
+    assert len(filled.candidates) == 16 and len(filled.kT) == 16  # the third rung not run
+    picked = filled.candidates.batch.select(filled.chosen)
+    for k in range(6):  # distinct from one another
+        others = [j for j in range(6) if j != k]
+        assert distances_to(picked.select(others), picked.select([k]), "rmsd").min() > 0.05

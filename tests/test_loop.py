@@ -197,11 +197,12 @@ def test_molecule_loop_takes_the_energy_ceiling_from_the_initial_data(tmp_path, 
     seen = []
     real = loop_module.sample_generation
 
-    def spy(committee, training, sampler, kT, select_cfg, seeds=None, initial=None):
+    def spy(committee, training, sampler, kT, select_cfg, seeds=None, initial=None,
+            kT_ladder=0):
         seen.append((sampler.config.energy_above_initial, training.n_structures,
                      initial.n_structures))
         return real(committee, training, sampler, kT, select_cfg, seeds=seeds,
-                    initial=initial)
+                    initial=initial, kT_ladder=kT_ladder)
 
     monkeypatch.setattr(loop_module, "sample_generation", spy)
     al.run()

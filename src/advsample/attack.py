@@ -182,6 +182,17 @@ class Candidates:
     def __len__(self) -> int:
         return self.batch.n_structures
 
+    @classmethod
+    def concat(cls, parts: list[Candidates]) -> Candidates:
+        """The candidates of ``parts`` in order (indices of part k shift by the sizes of the
+        parts before it)."""
+        from advsample.structures import concatenate
+
+        return cls(batch=concatenate([c.batch for c in parts]),
+                   **{k: torch.cat([getattr(c, k) for c in parts]) for k in
+                      ("objective", "uncertainty", "energy", "parent", "step", "displacement",
+                       "feasible")})
+
     def select(self, index) -> Candidates:
         """The candidates at ``index`` (ints or bool mask over B), in that order."""
         index = torch.as_tensor(index, dtype=torch.long, device=self.objective.device)

@@ -187,6 +187,11 @@ class SamplerConfig(Strict):
         0.05, "Boltzmann temperature of the objective (eV/atom), or auto: 4 k_B T / atoms with "
         "T the temperature the initial energies' fluctuation implies (harmonic: std of the "
         "energy = sqrt(modes / 2) k_B T), fixed for the run and logged")
+    kT_ladder: int = _field(
+        0, "attack: when a generation picks fewer than select.max_new distinct structures "
+        "above the gate, attack the same seeds again at 2, 4, ... x kT, at most this many "
+        "times, and fill the rest of the budget from those (colder picks are kept first)",
+        ge=0)
     steps: int = _field(200, "attack: Adam steps on the displacement", ge=1)
     lr: float = _field(0.01, "attack: Adam learning rate (Å)", gt=0)
     init_scale: float = _field(0.01, "attack: std of the initial displacement (Å)", ge=0)

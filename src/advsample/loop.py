@@ -50,7 +50,7 @@ from advsample.select import (
     select,
     training_energy,
 )
-from advsample.structures import Batch
+from advsample.structures import Batch, concatenate
 from advsample.train import TrainConfig, fit, fit_members_separately, split_indices
 
 log = logging.getLogger("advsample")
@@ -58,34 +58,62 @@ log = logging.getLogger("advsample")
 
 @dataclass
 class GenerationSample:
-    """What one generation's sampling produced: every candidate, the gate, the picks."""
+    """What one generation's sampling produced: every candidate, the gate, the picks, and the
+    kT each candidate was proposed at (eV/atom; several with a kT ladder)."""
 
     candidates: Candidates
     threshold: float
     chosen: torch.Tensor  # long [n_chosen], indices into candidates
+    kT: torch.Tensor  # float [n_candidates]
+
+
+def attack_prior(committee: Committee, training: Batch, initial: Batch,
+                 kT: float) -> BoltzmannPrior:
+    """The Boltzmann prior at ``kT`` (eV/atom): Q over ``training``, and the energy ceiling's
+    reference e_max the highest per-atom energy of ``initial``, by label or by the
+    committee's prediction, whichever is higher (a committee biased upward still has room to
+    move; a reference in the initial data does not rise with every high label)."""
+    prior = BoltzmannPrior.from_training(training, kT)
+    labelled = prior.per_atom_energy(initial.energy.to(torch.float64), initial)
+    predicted = prior.per_atom_energy(training_energy(committee, initial), initial)
+    return replace(prior, e_max=max(float(labelled.max()), float(predicted.max())))
 
 
 def sample_generation(committee: Committee, training: Batch, sampler, kT: float,
                       select_cfg: SelectConfig, seeds: Batch | None = None,
-                      initial: Batch | None = None) -> GenerationSample:
+                      initial: Batch | None = None, kT_ladder: int = 0) -> GenerationSample:
     """Propose from ``seeds`` (default: every training structure), then gate and select.
 
     Q of the Boltzmann prior (kT in eV/atom), the gate and de-duplication always use the whole
-    labelled ``training`` set. The attack's energy ceiling is relative to the highest energy
-    of ``initial`` (default: ``training``), by label or by the committee's prediction,
-    whichever is higher: a committee biased upward still has room to move, and a ceiling
-    relative to the initial data does not rise with every high label the loop adds.
+    labelled ``training`` set; the attack's energy ceiling is relative to ``initial``
+    (default: ``training``, see :func:`attack_prior`). kT ladder: while fewer than
+    ``select_cfg.max_new`` are chosen, the same seeds are proposed from again at 2, 4, ...
+    x kT (at most ``kT_ladder`` times) and the rest of the budget is filled from those new
+    candidates, distinct from the training set and from the picks so far. The picks of a
+    colder rung are never displaced by hotter ones (log L of different kT do not compare):
+    the budget is filled with the coldest distinct structures above the gate.
     """
-    prior = BoltzmannPrior.from_training(training, kT)
     initial = training if initial is None else initial
-    labelled = prior.per_atom_energy(initial.energy.to(torch.float64), initial)
-    predicted = prior.per_atom_energy(training_energy(committee, initial), initial)
-    prior = replace(prior, e_max=max(float(labelled.max()), float(predicted.max())))
-    seeds = training if seeds is None else seeds
-    candidates = sampler.propose(committee, seeds.without_labels(), prior)
+    seeds = (training if seeds is None else seeds).without_labels()
     threshold = gate_threshold(committee, training, select_cfg)
-    chosen = select(candidates, training, threshold, select_cfg)
-    return GenerationSample(candidates, threshold, chosen)
+    parts, chosen, rung_kT = [], [], []
+    for rung in range(kT_ladder + 1):
+        left = select_cfg.max_new - sum(len(c) for c in chosen)
+        if rung and left <= 0:
+            break
+        rung_T = kT * 2.0**rung
+        candidates = sampler.propose(committee, seeds, attack_prior(committee, training,
+                                                                    initial, rung_T))
+        taken = [parts[k].batch.select(c) for k, c in enumerate(chosen) if len(c)]
+        reference = concatenate([training.without_labels(), *taken])
+        picks = select(candidates, reference, threshold, replace(select_cfg, max_new=left))
+        parts.append(candidates)
+        chosen.append(picks)
+        rung_kT.append(torch.full((len(candidates),), rung_T, dtype=torch.float64))
+    shifts = np.cumsum([0] + [len(c) for c in parts[:-1]])
+    chosen_all = torch.cat([c + int(shift) for c, shift in zip(chosen, shifts, strict=True)])
+    return GenerationSample(Candidates.concat(parts) if len(parts) > 1 else parts[0],
+                            threshold, chosen_all, torch.cat(rung_kT))
 
 
 @dataclass
@@ -141,7 +169,9 @@ class LoopSettings:
     the initial data (None: no limit); model, committee_size, hyperparameters: the committee;
     train: training settings (its seed is set per generation); warm_start: start generation
     g from g − 1's weights; parallel_training: one member per executor worker; kT: Boltzmann
-    temperature (eV/atom, or "auto": see :meth:`ActiveLearning.kT`); seeds: how many training
+    temperature (eV/atom, or "auto": see :meth:`ActiveLearning.kT`); kT_ladder: hotter
+    attack rounds that fill a starved generation (see :func:`sample_generation`); seeds: how
+    many training
     structures to sample from (None: all), seed_choice: which ("random", "uncertainty",
     "spread": see ``select.choose_seeds``); target_error: the attack aims at this calibrated
     force error (eV/Å) instead of the maximum (see :meth:`ActiveLearning.target_sigma`);
@@ -161,6 +191,7 @@ class LoopSettings:
     warm_start: bool = False
     parallel_training: bool = False
     kT: float | str = 0.05
+    kT_ladder: int = 0
     seeds: int | None = None
     seed_choice: str = "random"
     target_error: float | None = None
@@ -404,15 +435,17 @@ class ActiveLearning:
                 and sampler.config.energy_above_initial == "auto":
             sampler.config = replace(sampler.config, energy_above_initial=self.initial_spread())
         start, evaluated = time.perf_counter(), committee.evaluated
+        ladder = s.kT_ladder if getattr(sampler, "name", "") == "attack" else 0
         result = sample_generation(committee, training, sampler, self.kT(), select_cfg,
                                    seeds=training.select(seed_index),
-                                   initial=self.training_set(0)[0])
+                                   initial=self.training_set(0)[0], kT_ladder=ladder)
         cands = result.candidates
         uncertainty = cands.uncertainty.detach().cpu().numpy()
         stats = {"generation": g, "sampler": sampler.name, "candidates": len(cands),
                  "feasible": int(cands.feasible.sum()), "threshold": result.threshold,
                  "above_gate": int((uncertainty > result.threshold).sum()),
                  "chosen": len(result.chosen),
+                 "chosen_kT": sorted({float(result.kT[i]) for i in result.chosen.tolist()}),
                  "uncertainty_max": float(uncertainty.max()) if len(cands) else float("nan"),
                  "uncertainty_statistic": s.convergence.value(uncertainty),
                  "seconds": time.perf_counter() - start,
@@ -436,6 +469,7 @@ class ActiveLearning:
                 "parent": int(ids[int(seed_index[parent])]) if parent >= 0 else -1,
                 "uncertainty": float(cands.uncertainty[idx]),
                 "objective": float(cands.objective[idx]),
+                "kT": float(result.kT[idx]),
                 "oracle": self.parts.oracle.name,
             })
         if provenance:
