@@ -380,7 +380,7 @@ def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict
                   "NN seconds to reach it (same runs):", "",
                   common.table_labels_to_target(results, criteria, "nn_seconds")]
     lines += ["## Compute per loop", "", compute_table(results)]
-    lines += ["## Where the labels lie", "",
+    lines += ["## Label energies per repeat", "",
               "Oracle energies of each loop's added labels above the lowest initial energy of "
               "the same composition, per repeat (repeat 0, 1, ...); the last column is the "
               "fraction within the harmonic thermal ceiling of the initial temperature (mean "
