@@ -171,11 +171,10 @@ class LoopSettings:
     g from g − 1's weights; parallel_training: one member per executor worker; kT: Boltzmann
     temperature (eV/atom, or "auto": see :meth:`ActiveLearning.kT`); kT_ladder: hotter
     attack rounds that fill a starved generation (see :func:`sample_generation`); seeds: how
-    many training
-    structures to sample from (None: all), seed_choice: which ("random", "uncertainty",
-    "spread": see ``select.choose_seeds``); target_error: the attack aims at this calibrated
-    force error (eV/Å) instead of the maximum (see :meth:`ActiveLearning.target_sigma`);
-    select: gate, de-duplication, cap; convergence:
+    many training structures to sample from (None: all), seed_choice: which ("random",
+    "uncertainty", "spread": see ``select.choose_seeds``); target_error: the attack aims at
+    this calibrated force error (eV/Å) instead of the maximum (see
+    :meth:`ActiveLearning.target_sigma`); select: gate, de-duplication, cap; convergence:
     the uncertainty stop; dim: coordinates per atom (3, or 1-2 for toys); device: "cpu",
     "cuda" or "auto"; compile: torch.compile the committee's training, attack, NN-MD and
     evaluation steps (``Committee.compile``); seed: of everything random; screen: which
@@ -447,7 +446,9 @@ class ActiveLearning:
                  "chosen": len(result.chosen),
                  "chosen_kT": sorted({float(result.kT[i]) for i in result.chosen.tolist()}),
                  "uncertainty_max": float(uncertainty.max()) if len(cands) else float("nan"),
-                 "uncertainty_statistic": s.convergence.value(uncertainty),
+                 # at the run's kT only: hotter ladder rounds must not hide convergence
+                 "uncertainty_statistic": s.convergence.value(
+                     uncertainty[(result.kT == result.kT.min()).cpu().numpy()]),
                  "seconds": time.perf_counter() - start,
                  "nn_evaluations": committee.evaluated - evaluated}
         self._save("sampling", g, stats)
