@@ -215,3 +215,19 @@ def test_label_energies_are_above_the_initial_minimum_of_the_same_formula(tmp_pa
     assert r["thermal"] == pytest.approx(1 / 3)
     table = loops.label_energy_table(out, 300.0)
     assert "| attack | 3 |" in table and "| random | - |" in table
+
+
+@pytest.mark.parametrize("files", [
+    ["examples/alanine_xtb.yaml", "benchmarks/configs/alanine.yaml"],
+    ["examples/ammonia_xtb.yaml", "benchmarks/configs/ammonia.yaml"],
+    ["examples/ammonia_xtb.yaml", "benchmarks/configs/ammonia.yaml",
+     "benchmarks/configs/ammonia_dft.yaml"],
+    ["benchmarks/configs/zeolites.yaml"],
+    ["examples/double_well.yaml"],
+], ids=["alanine", "ammonia", "ammonia_dft", "zeolites", "double_well"])
+def test_shipped_configs_validate_with_every_method(files, tmp_path):
+    """Every example and every benchmark method config (as the drivers stack them) passes the
+    package's validation: a renamed or removed setting fails here, not hours into a run."""
+    config = loops.configure(files, tmp_path / "reference", [])
+    for method in config.get("methods", {}):
+        assert loops.method_config(config, method)["sampler"]["type"]
