@@ -79,10 +79,18 @@ def _write_atomic(path: Path, text: str) -> Path:
 
 
 def _call(fn: Callable[[int, Path], History], seed: int, run_dir: Path):
-    """Run one job (possibly in a worker): (history, error text, seconds)."""
+    """Run one job (possibly in a worker) holding ``run_dir``'s lock: (history, error text,
+    seconds). A second driver on the same work dir cannot write the same run directory: its
+    job fails naming the live holder (``advsample.runlock``), and a job another driver
+    finished since the job list was made returns that history without running again."""
+    from advsample.runlock import RunLock
+
     t0 = time.time()
     try:
-        return fn(seed, run_dir), None, time.time() - t0
+        with RunLock(run_dir):
+            if (done := run_dir / "history.json").exists():
+                return json.loads(done.read_text()), None, time.time() - t0
+            return fn(seed, run_dir), None, time.time() - t0
     except Exception:
         return None, traceback.format_exc(), time.time() - t0
 

@@ -124,6 +124,29 @@ def test_run_repeats_caches_resumes_and_survives_failures(tmp_path, workers, cap
     assert common.load_histories(["a", "b", "c"], 2, work) == out  # "c" never ran
 
 
+def test_run_repeats_leaves_a_run_directory_another_driver_holds(tmp_path, capsys):
+    """Two drivers on one work dir: a job whose run directory is locked by a live process
+    (here one on another host) fails naming it and never runs; the others run; a job that
+    another driver finished after the job list was made returns that history unrun."""
+    counter, work = tmp_path / "calls.txt", tmp_path / "work"
+    held = work / "a" / "repeat_0"
+    held.mkdir(parents=True)
+    (held / "run.lock").write_text(json.dumps({"pid": 1, "host": "elsewhere",
+                                               "started": "now", "command": "driver 2"}))
+    out = common.run_repeats({"a": functools.partial(counted_job, counter, set())}, 2, work)
+    assert calls(counter) == ["a 1"]  # repeat 0 never ran
+    assert "being run by process 1 on elsewhere" in (held / "error.txt").read_text()
+    assert (held / "run.lock").exists() and not (held / "history.json").exists()
+    assert len(out["a"]) == 1 and "FAILED" in capsys.readouterr().out
+
+    finished = [row(0, 0, 0.5, 1.0)]
+    (held / "run.lock").unlink()
+    (held / "history.json").write_text(json.dumps(finished))  # the other driver's result
+    job = functools.partial(counted_job, counter, set())
+    assert common._call(job, 0, held)[:2] == (finished, None)
+    assert calls(counter) == ["a 1"] and not (held / "run.lock").exists()
+
+
 def test_relativise():
     root = str(common.REPO)
     data = {"work": f"{root}/runs/x", "path": common.REPO / "docs" / "a.md", "root": root,
