@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from advsample.cli import main
@@ -85,3 +86,15 @@ def test_cli_config(capsys):
     assert main(["config"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--example" in err
+
+
+def test_main_writes_the_named_file_and_help_writes_nothing(tmp_path, monkeypatch, capsys):
+    from advsample.config_docs import main as write_reference
+
+    write_reference([str(tmp_path / "ref.md")])
+    assert (tmp_path / "ref.md").read_text() == reference_markdown()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        write_reference(["--help"])
+    assert exit_info.value.code == 0 and "usage" in capsys.readouterr().out
+    assert not (tmp_path / "--help").exists()

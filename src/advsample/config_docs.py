@@ -180,9 +180,15 @@ def example_yaml() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Write docs/config.md, or the file named by the one optional argument."""
-    argv = sys.argv[1:] if argv is None else argv
-    out = Path(argv[0]) if argv else Path(__file__).resolve().parents[2] / "docs" / "config.md"
+    """Write docs/config.md, or the file named by the one optional argument (-h: usage)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m advsample.config_docs",
+                                     description="Write the configuration reference.")
+    parser.add_argument("out", nargs="?", type=Path,
+                        default=Path(__file__).resolve().parents[2] / "docs" / "config.md",
+                        help="the Markdown file to write (default: docs/config.md)")
+    out = parser.parse_args(sys.argv[1:] if argv is None else argv).out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(reference_markdown())
     print(out)
