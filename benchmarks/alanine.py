@@ -13,8 +13,8 @@ on the scan points within 0.4 eV; a label holds a basin only at a thermal energy
 and NN-MD stability at 300 K. Loops:
 runs/benchmarks/alanine/<method>/repeat_<r>/ (resumable). Writes
 docs/benchmarks/alanine.{md,json}, alanine_curves.png and one Ramachandran figure per method
-(alanine_rama_<method>.png: the reference map with the labelled structures of repeat 0, and
-the committee's error map on the scan).
+(alanine_rama_<method>.png; <doc name>_rama_<method>.png with --doc-name: the reference map
+with the labelled structures of repeat 0, and the committee's error map on the scan).
 """
 
 from __future__ import annotations
@@ -48,10 +48,11 @@ def conformers_judge(config: dict):
                               basin_temperature_K=spec.get("basin_temperature_K", 300.0))
 
 
-def ramachandran_figures(results: dict, config: dict, out_dir: Path,
-                         work_dir: Path) -> list[str]:
+def ramachandran_figures(results: dict, config: dict, out_dir: Path, work_dir: Path,
+                         doc_name: str = "alanine") -> list[str]:
     """Per method, repeat 0's labels up to its last evaluated generation (from labels.db) on
-    the reference map, with that committee's error map; doc lines."""
+    the reference map, with that committee's error map, in <doc_name>_rama_<method>.png (an
+    ablation's figures do not overwrite the main page's); doc lines."""
     from advsample.evaluators.conformers import ramachandran_figure
     from advsample.store import Store
 
@@ -64,7 +65,7 @@ def ramachandran_figures(results: dict, config: dict, out_dir: Path,
         row = histories[0][-1]
         labels = Store(work_dir / method / "repeat_0" / "labels.db").training_atoms(
             max_generation=row["generation"])
-        path = out_dir / f"alanine_rama_{method}.png"
+        path = out_dir / f"{doc_name}_rama_{method}.png"
         ramachandran_figure(grid, [judge.phi, judge.psi],
                             [a for a in labels if len(a) == len(grid[0])],
                             row["conformers"]["errors"], path, title=method)
@@ -134,7 +135,7 @@ def main():
                        "(b) accurate and stable": ACCURATE,
                        "(c) stable (the stability half of b alone)": STABLE},
               after=lambda results, config, out_dir: ramachandran_figures(
-                  results, config, out_dir, args.work_dir),
+                  results, config, out_dir, args.work_dir, args.doc_name),
               rejudge=judge_basins)
 
 
