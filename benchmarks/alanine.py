@@ -25,6 +25,7 @@ import numpy as np
 from loops import CONFIGS, benchmark, parser, prepare
 
 EXAMPLE = "examples/alanine_xtb.yaml"
+FILES = [EXAMPLE, f"{CONFIGS}/alanine.yaml"]  # merged in order into each loop's config
 METHODS = ["attack_torsion", "attack", "md_300K", "md_600K", "biased_md", "random"]
 KEYS = {"conformers.fraction_basins_visited": "fraction of basins holding a label",
         "conformers.energy_rmse": "energy RMSE on the scan (eV)",
@@ -129,8 +130,7 @@ def judge_basins(results: dict, config: dict, work_dir: Path) -> None:
 def main():
     p = parser(__doc__, "alanine", METHODS)
     args = prepare(p.parse_args())
-    files = [EXAMPLE, f"{CONFIGS}/alanine.yaml"]
-    benchmark("alanine", args, files, intro, KEYS, ACCURATE, LOG,
+    benchmark("alanine", args, FILES, intro, KEYS, ACCURATE, LOG,
               targets={"(a) every basin": BASINS,
                        "(b) accurate and stable": ACCURATE,
                        "(c) stable (the stability half of b alone)": STABLE},

@@ -24,6 +24,7 @@ from pathlib import Path
 from loops import CONFIGS, benchmark, configure, method_config, parser, prepare
 
 EXAMPLE = "examples/ammonia_xtb.yaml"
+FILES = [EXAMPLE, f"{CONFIGS}/ammonia.yaml"]  # merged in order into each loop's config
 METHODS = ["attack", "md_300K", "md_1000K", "random"]  # see benchmarks/configs/ammonia.yaml
 KEYS = {"path.abs_barrier_error": "abs. barrier error (eV)",
         "test_set.forces_rmse": "force RMSE, test set (eV/Å)",
@@ -110,14 +111,13 @@ def main():
     p = parser(__doc__, "ammonia", METHODS)
     p.add_argument("--test-frames", type=int, default=200, help="1000 K test set size")
     args = prepare(p.parse_args())
-    files = [EXAMPLE, f"{CONFIGS}/ammonia.yaml"]
     test = args.work_dir / "reference" / "test_1000K.extxyz"
     if not args.aggregate_only and not test.exists():
-        make_test_set(test, configure(files, test.parent, args.set), args.test_frames)
+        make_test_set(test, configure(FILES, test.parent, args.set), args.test_frames)
     intro = ["# NH3 inversion (GFN2-xTB): attack vs MD-based AL vs random displacements", "",
              "Initial data: 300 K GFN2-xTB MD in one pyramidal well (seed = repeat); test "
              "set: GFN2-xTB MD at 1000 K from the minimum (crosses the barrier)."]
-    benchmark("ammonia", args, files, lambda config: intro, KEYS, TARGET, LOG,
+    benchmark("ammonia", args, FILES, lambda config: intro, KEYS, TARGET, LOG,
               after=partial(label_figure, args.work_dir))
 
 

@@ -1,5 +1,6 @@
 """benchmarks/loops.py: config merging, --set overrides, configure, collect (no loop is run)."""
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -218,13 +219,10 @@ def test_label_energies_are_above_the_initial_minimum_of_the_same_formula(tmp_pa
 
 
 @pytest.mark.parametrize("files", [
-    ["examples/alanine_xtb.yaml", "benchmarks/configs/alanine.yaml"],
-    ["examples/ammonia_xtb.yaml", "benchmarks/configs/ammonia.yaml"],
-    ["examples/ammonia_xtb.yaml", "benchmarks/configs/ammonia.yaml",
-     "benchmarks/configs/ammonia_dft.yaml"],
-    ["benchmarks/configs/zeolites.yaml"],
     ["examples/double_well.yaml"],
-], ids=["alanine", "ammonia", "ammonia_dft", "zeolites", "double_well"])
+    *(importlib.import_module(driver).FILES
+      for driver in ("alanine", "ammonia", "ammonia_dft", "zeolites")),
+], ids=["double_well", "alanine", "ammonia", "ammonia_dft", "zeolites"])
 def test_shipped_configs_validate_with_every_method(files, tmp_path):
     """Every example and every benchmark method config (as the drivers stack them) passes the
     package's validation: a renamed or removed setting fails here, not hours into a run."""
