@@ -236,13 +236,16 @@ class SamplerConfig(Strict):
     md_interval: int = _field(20, "md: steps between candidate frames", ge=1)
     md_max_uncertainty: float | None = _field(None, "md: a trajectory ends once σ²_F exceeds "
                                               "this ((eV/Å)²)", gt=0)
-    bias_strength: float = _field(0.1, "biased_md: depth A of the uncertainty bias, in "
+    bias_strength: float = _field(5.0, "biased_md: depth A of the uncertainty bias, in "
                                   "bias_units (0: plain MD)", ge=0)
-    bias_width: float = _field(0.01, "biased_md: energy spread B at which the bias switches "
-                               "on (eV)", gt=0)
-    bias_units: Literal["eV/atom", "kT/atom", "eV"] = _field(
-        "eV/atom", "biased_md: A = strength x atoms (eV/atom), x atoms x k_B T (kT/atom), or "
-        "A = strength (eV)")
+    bias_units: Literal["kT", "kT/atom", "eV/atom", "eV"] = _field(
+        "kT", "biased_md: A = strength x k_B T of the MD temperature (kT; the whole "
+        "structure's bias), x atoms x k_B T (kT/atom), x atoms (eV/atom), or A = strength (eV)")
+    bias_width: float = _field(2.0, "biased_md: spread B of the committee energies at which "
+                               "the bias switches on, in bias_width_units", gt=0)
+    bias_width_units: Literal["seeds", "eV"] = _field(
+        "seeds", "biased_md: B relative to the committee's energy spread on the seeds (the "
+        "pull is largest at width^2 / 2 times their per-atom energy variance), or in eV")
 
 
 class SelectSettings(Strict):

@@ -165,8 +165,9 @@ def make_sampler(config: RunConfig, generation: int, progress: bool = True):
     if s.type == "random":
         return cls(scale=s.random_scale, config=attack_cfg)
     if s.type in ("md", "biased_md"):
-        bias = {} if s.type == "md" else {"bias_strength": s.bias_strength,
-                                          "bias_width": s.bias_width, "bias_units": s.bias_units}
+        bias = {} if s.type == "md" else {
+            "bias_strength": s.bias_strength, "bias_units": s.bias_units,
+            "bias_width": s.bias_width, "bias_width_units": s.bias_width_units}
         return cls(temperature_K=s.md_temperature_K, steps=s.md_steps, dt_fs=s.md_timestep_fs,
                    interval=s.md_interval, max_uncertainty=s.md_max_uncertainty,
                    config=attack_cfg, **bias)

@@ -187,16 +187,45 @@ def test_settings_units_and_registration():
     assert SAMPLERS["biased_md"] is BiasedMDSampler
     sampler = BiasedMDSampler()
     assert sampler.name == "biased_md"
-    assert (sampler.bias_strength, sampler.bias_width, sampler.bias_units) == (0.1, 0.01,
-                                                                               "eV/atom")
-    assert sampler.bias_amplitude() == (0.1, True)
+    assert (sampler.bias_strength, sampler.bias_units, sampler.bias_width,
+            sampler.bias_width_units) == (5.0, "kT", 2.0, "seeds")
+    strength, per_atom = sampler.bias_amplitude()  # the whole structure's depth, in k_B T
+    assert not per_atom and strength == pytest.approx(5.0 * units.kB * 300.0)
     hot = BiasedMDSampler(temperature_K=600.0, bias_strength=2.0, bias_units="kT/atom")
     strength, per_atom = hot.bias_amplitude()
     assert per_atom and strength == pytest.approx(2.0 * units.kB * 600.0)
     assert BiasedMDSampler(bias_strength=0.5, bias_units="eV").bias_amplitude() == (0.5, False)
-    for bad in (dict(bias_units="kcal"), dict(bias_strength=-0.1), dict(bias_width=0.0)):
+    assert BiasedMDSampler(bias_strength=0.1, bias_units="eV/atom").bias_amplitude() == (0.1,
+                                                                                         True)
+    for bad in (dict(bias_units="kcal"), dict(bias_strength=-0.1), dict(bias_width=0.0),
+                dict(bias_width_units="kT")):
         with pytest.raises(ValueError):
             BiasedMDSampler(**bad)
+
+
+def test_width_relative_to_the_seeds_spread():
+    # B² = width² ⟨σ²_E / (M N_A)⟩ over the seeds, so s = σ²_E / (M N_A B²) averages
+    # 1 / width² over them, whatever the committee's energy scale
+    committee = Committee.build("painn", 3, features=8, interactions=1, cutoff=3.0, n_rbf=6,
+                                dtype="float64")
+    rng = np.random.default_rng(3)
+    frames = [molecule("NH3"), molecule("CH4"), molecule("H2O")]
+    for a in frames:
+        a.positions += rng.normal(0, 0.05, a.positions.shape)
+    seeds = Batch.from_atoms(frames, labels=False)
+    with torch.no_grad():
+        energy = committee(seeds, forces=False).energy.numpy()  # [M, B]
+    by_hand = np.mean(energy.var(0) / (3 * np.array([4, 5, 3])))
+    sampler = BiasedMDSampler(bias_width=2.0)
+    width = sampler.width_eV(committee, seeds)
+    assert width == pytest.approx(2.0 * np.sqrt(by_hand), rel=1e-6)
+    s = energy_variance(committee, seeds) / (3 * seeds.n_atoms * width**2)
+    assert float(s.mean()) == pytest.approx(1 / 2.0**2, rel=1e-6)
+    assert BiasedMDSampler(bias_width=0.02, bias_width_units="eV").width_eV(committee,
+                                                                           seeds) == 0.02
+    twins = Committee.build("painn", 1, features=8, interactions=1, cutoff=3.0, n_rbf=6)
+    with pytest.raises(ValueError, match="give the width in eV"):
+        sampler.width_eV(twins, seeds)  # one member: no spread
 
 
 def _plain_and_biased_md(data, width: float, epochs: int, seed: int = 0):
@@ -212,6 +241,6 @@ def _plain_and_biased_md(data, width: float, epochs: int, seed: int = 0):
     settings = dict(temperature_K=300.0, steps=200, dt_fs=0.5, interval=10,
                     config=AttackConfig(restarts=2, seed=5, min_distance=0.7))
     plain = MDSampler(**settings).propose(committee, seeds, prior)
-    biased = BiasedMDSampler(bias_strength=0.3, bias_width=width, **settings).propose(
-        committee, seeds, prior)
+    biased = BiasedMDSampler(bias_strength=0.3, bias_units="eV/atom", bias_width=width,
+                             bias_width_units="eV", **settings).propose(committee, seeds, prior)
     return committee, prior, plain, biased

@@ -23,29 +23,34 @@ The bias is bounded (E_biased ≥ Ē − A) and its force fades once s ≫ 1: a 
 into moderately uncertain regions but not driven without limit into absurd ones. Per unit
 ∇σ_E the pull is largest at s = ½, i.e. where σ_E = B √(M N_A / 2).
 
-Units of the strength (``bias_units``), so that one value works across systems:
+Scales, so that one setting works across systems (``bias_units``, ``bias_width_units``):
 
-- ``"eV/atom"`` (default): A = bias_strength · N_A. The bias energy is then extensive like the
-  energy itself and the bias force on an atom intensive: σ²_E of independent atomic errors
-  is a sum of local terms, so s and, on average over committees, F_bias on an atom do not
-  grow with system size.
-- ``"kT/atom"``: A = bias_strength · N_A · k_B T with T the thermostat temperature: the depth
-  per atom in thermal energies, the natural scale of how strongly the bias reweights
-  configurations (by up to exp(A / k_B T)).
-- ``"eV"``: A = bias_strength, UDD-AL's raw parameter (tuned per system).
+- the depth A is an energy the dynamics compares with k_B T: ``"kT"`` (default) makes
+  A = bias_strength · k_B T for the whole structure, so the bias can reweight configurations
+  by at most exp(bias_strength) whatever the size of the molecule. Also accepted:
+  ``"kT/atom"`` (A = strength · N_A · k_B T), ``"eV/atom"`` (A = strength · N_A) and ``"eV"``
+  (A = strength, UDD-AL's raw parameter, tuned per system). Per-atom depths grow with the
+  molecule and overwhelm larger ones: 0.1 eV/atom (the first default, chosen on NH3) is
+  15 k_B T on NH3 at 300 K but 85 k_B T on alanine dipeptide, where it tore molecules apart
+  (docs/benchmarks/bias_depth.md).
+- the width B follows the committee: ``"seeds"`` (default) makes
+  B² = bias_width² · ⟨σ²_E / (M N_A)⟩ over the seeds (training structures), so that
+  s = σ²_E / (N_A bias_width² ⟨σ²_E / N_A⟩_seeds) is the energy variance per atom in units of
+  the committee's own variance on its training data: s = 1 / bias_width² at a typical seed,
+  and the pull per unit ∇σ_E is largest at σ²_E = bias_width² / 2 times the seeds' (2x for
+  the default width 2) and fades well beyond. A width in eV (``"eV"``, B = bias_width) is
+  UDD-AL's parameter, but the committees' energy spreads differ by orders of magnitude
+  between systems (on training data: 0.001 eV for NH3, 0.1-0.4 eV for alanine dipeptide),
+  so one value in eV leaves the bias either flat (s ≫ 1, no force) or negligible (s ≪ 1).
 
-B = ``bias_width`` is in eV: the energy spread (per √(member · atom)) over which the bias
-switches on. Defaults A = 0.1 eV/atom, B = 0.01 eV, chosen on NH3 (4 atoms) with a committee
-of 4 PaiNN (32 features, 2 interactions) trained on the paper's 138 frames, whose energy
-spread along plain NN-MD is σ_E ≈ 0.01 eV (median) to 0.03 eV (90th percentile): B = 0.01 eV
-puts the strongest pull at σ_E ≈ 0.03 eV, the upper edge of what plain MD visits, and
-A = 0.4 eV in total (≈ 1.5 × the 0.27 eV inversion barrier; 4 k_B T per atom at 300 K) is
-deep enough to change where the trajectories go yet bounded. Measured there (12 runs of 1 ps
-from 6 seeds): the mean σ²_F of the frames rose ×3 at 300 K and ×4 at 600 K over plain MD,
-near-planar frames (|umbrella height| < 0.1 Å) from 7 % to 21 % and from 3 % to 27 %, the
-median energy by 0.03 and 0.1 eV; A = 0.05 eV/atom had little effect at 300 K and
-A = 0.2 eV/atom lifted the median energy by 0.4 eV. Starting points: UDD-AL tuned A and B
-per system; B is the one to retune for other committees (scale it with their σ_E).
+Defaults A = 5 k_B T, B = 2 (x the seeds' spread), chosen on NH3 and alanine dipeptide
+(docs/benchmarks/bias_depth.md: one generation of 300 K biased MD from each generation-0
+committee, every frame labelled with GFN2-xTB). On NH3 they raise the frames' median σ²_F
+6.6x over plain MD and the fraction of thermal frames above the gate from 55 % to 66 %, with
+89 % of the frames still thermal (95 % plain); 10 k_B T already leaves only 38 % thermal. On
+alanine dipeptide, whose plain NN-MD frames are all above the gate already, they change
+little (55 % thermal vs 61 % plain), where the first default (0.1 eV/atom, B 0.01 eV) left 20 %
+thermal on alanine and 86 % on NH3 with no gain in σ²_F.
 
 Candidates are scored exactly like those of the MD sampler, on the UNBIASED committee
 (objective log L, σ²_F, mean energy Ē), and the same trust bound (max_uncertainty on σ²_F)
@@ -54,6 +59,7 @@ and sanity filters stop a trajectory, so the same selection applies.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -64,8 +70,13 @@ from advsample.dynamics import ForcesFn
 from advsample.samplers.md import MDSampler
 from advsample.structures import Batch
 
-BIAS_UNITS = ("eV/atom", "kT/atom", "eV")
+log = logging.getLogger(__name__)
+
+BIAS_UNITS = ("kT", "kT/atom", "eV/atom", "eV")
 """Accepted units of ``BiasedMDSampler.bias_strength`` (see the module docstring)."""
+
+WIDTH_UNITS = ("seeds", "eV")
+"""Accepted units of ``BiasedMDSampler.bias_width`` (see the module docstring)."""
 
 
 def bias_energy(member_energy: torch.Tensor, n_atoms: torch.Tensor, strength: float,
@@ -116,6 +127,16 @@ def biased_committee_forces(committee: Committee, strength: float, width: float,
     return forces_fn
 
 
+def seeds_width(committee: Committee, seeds: Batch, width: float) -> float:
+    """B (eV) of the ``"seeds"`` width units: B² = width² · ⟨σ²_E / (M N_A)⟩ over ``seeds``
+    (σ²_E the committee's energy variance of each seed, eV²; M members, N_A its atoms)."""
+    committee.eval()
+    with torch.no_grad():
+        energy = committee(seeds.without_labels(), forces=False).energy  # [M, B]
+    per_atom = energy.var(0, unbiased=False) / seeds.n_atoms.to(energy.dtype)
+    return width * float((per_atom.mean() / energy.shape[0]).sqrt())
+
+
 @dataclass(kw_only=True)
 class BiasedMDSampler(MDSampler):
     """Langevin NN-MD on Ē + E_bias (UDD-AL) from every seed; frames become candidates.
@@ -123,21 +144,26 @@ class BiasedMDSampler(MDSampler):
     The MD settings mean what they mean for :class:`MDSampler`: temperature_K (K), steps,
     dt_fs (fs), friction_per_fs (1/fs), interval (steps between frames), max_uncertainty
     (trust bound on the unbiased σ²_F, (eV/Å)²; None: none), config (restarts, seed, reduce,
-    min_distance, energy_ceiling, progress). The bias:
-    bias_strength: depth A of the bias, in ``bias_units`` (default 0.1 eV/atom; 0 is plain
-    MD, bit for bit); bias_width: B (eV, default 0.01); bias_units: "eV/atom" (A = strength ·
-    N_A), "kT/atom" (A = strength · N_A · k_B temperature_K) or "eV" (A = strength).
+    min_distance, energy_ceiling, progress). The bias (see the module docstring):
+    bias_strength: depth A in ``bias_units`` (default 5 k_B T; 0 is plain MD, bit for bit):
+    "kT" (A = strength · k_B temperature_K), "kT/atom" (· N_A), "eV/atom" (A = strength · N_A)
+    or "eV"; bias_width: B in ``bias_width_units``: "seeds" (default 2: B² = width² times the
+    seeds' mean σ²_E / (M N_A)) or "eV".
     """
 
-    bias_strength: float = 0.1
-    bias_width: float = 0.01
-    bias_units: str = "eV/atom"
+    bias_strength: float = 5.0
+    bias_width: float = 2.0
+    bias_units: str = "kT"
+    bias_width_units: str = "seeds"
     name: str = "biased_md"
 
     def __post_init__(self) -> None:
         """Check the bias settings (units known, strength ≥ 0, width > 0)."""
         if self.bias_units not in BIAS_UNITS:
             raise ValueError(f"bias_units must be one of {BIAS_UNITS}, not {self.bias_units!r}")
+        if self.bias_width_units not in WIDTH_UNITS:
+            raise ValueError(f"bias_width_units must be one of {WIDTH_UNITS}, not "
+                             f"{self.bias_width_units!r}")
         if not self.bias_strength >= 0:
             raise ValueError("bias_strength must be >= 0")
         if not self.bias_width > 0:
@@ -145,11 +171,26 @@ class BiasedMDSampler(MDSampler):
 
     def bias_amplitude(self) -> tuple[float, bool]:
         """(strength in eV, per_atom) for :func:`biased_committee_forces`."""
-        if self.bias_units == "kT/atom":
-            return self.bias_strength * units.kB * self.temperature_K, True
-        return self.bias_strength, self.bias_units == "eV/atom"
+        kT = units.kB * self.temperature_K
+        return {"kT": (self.bias_strength * kT, False),
+                "kT/atom": (self.bias_strength * kT, True),
+                "eV/atom": (self.bias_strength, True),
+                "eV": (self.bias_strength, False)}[self.bias_units]
 
-    def forces_fn(self, committee: Committee) -> ForcesFn:
-        """The biased committee forces this sampler integrates."""
+    def width_eV(self, committee: Committee, seeds: Batch) -> float:
+        """B in eV: ``bias_width`` itself, or scaled by the seeds' energy spread."""
+        if self.bias_width_units == "eV":
+            return self.bias_width
+        width = seeds_width(committee, seeds, self.bias_width)
+        if not width > 0:  # identical members: no spread to scale by
+            raise ValueError("bias_width_units 'seeds': the committee's members agree exactly "
+                             "on the seeds; give the width in eV")
+        return width
+
+    def forces_fn(self, committee: Committee, seeds: Batch) -> ForcesFn:
+        """The biased committee forces this sampler integrates (B resolved on ``seeds``)."""
         strength, per_atom = self.bias_amplitude()
-        return biased_committee_forces(committee, strength, self.bias_width, per_atom)
+        width = self.width_eV(committee, seeds)
+        log.info("biased MD: depth A = %.4g eV%s, width B = %.4g eV", strength,
+                 " per atom" if per_atom else "", width)
+        return biased_committee_forces(committee, strength, width, per_atom)

@@ -51,9 +51,9 @@ class MDSampler:
     config: AttackConfig = field(default_factory=AttackConfig)
     name: str = "md"
 
-    def forces_fn(self, committee: Committee):
+    def forces_fn(self, committee: Committee, seeds: Batch):
         """positions batch -> (energy [B], forces [N, 3]) the dynamics integrates: the
-        committee mean (subclasses bias it)."""
+        committee mean (subclasses bias it, and may scale the bias from the ``seeds``)."""
         return committee_forces(committee)
 
     def propose(self, committee: Committee, seeds: Batch, prior: BoltzmannPrior) -> Candidates:
@@ -65,7 +65,7 @@ class MDSampler:
         parent = torch.arange(seeds.n_structures, device=device).repeat_interleave(cfg.restarts)
         runs = seeds.without_labels().repeat(cfg.restarts)
         generator = torch.Generator().manual_seed(cfg.seed)  # on the CPU: same runs everywhere
-        forces_fn = self.forces_fn(committee)
+        forces_fn = self.forces_fn(committee, seeds)
         state = init_state(runs, forces_fn, self.temperature_K, generator)
         alive = torch.ones(runs.n_structures, dtype=torch.bool, device=device)
 
