@@ -93,6 +93,54 @@ def intro(config: dict) -> list[str]:
             "evaluated by the first, angles-only rule are judged the same way."]
 
 
+def basin_uncertainty(results: dict, config: dict, work_dir: Path) -> list[str]:
+    """Does the committee's uncertainty point at the basins it has not labelled? Per method,
+    repeat 0's committees of generation 0 and of its last evaluated generation: σ²_F (the
+    gate's per-structure force variance, (eV/Å)²) at each basin's scan point and its rank
+    among the scan points within the window (1: the most uncertain), and the median σ²_F of
+    the window's points at φ < 0 (C7eq's side, where the initial data lie) and φ > 0."""
+    import torch
+
+    from advsample.committee import Committee
+    from advsample.evaluators.conformers import angle_difference, dihedral_angles
+    from advsample.select import training_uncertainty
+    from advsample.structures import Batch
+
+    torch.set_num_threads(1)
+    judge = conformers_judge(config)
+    grid = judge.grid
+    energy = np.array([a.get_potential_energy() for a in grid])
+    inside = energy - energy.min() <= judge.window_eV
+    points = [a for a, keep in zip(grid, inside, strict=True) if keep]
+    angles = dihedral_angles(np.stack([a.positions for a in points]), [judge.phi, judge.psi])
+    nearest = [int(np.argmin(np.abs(angle_difference(angles, np.array(b[:2]))).max(axis=1)))
+               for b in judge.basins]
+    batch = Batch.from_atoms(points, labels=False)
+    names = [f"({b[0]:.0f}°, {b[1]:.0f}°)" for b in judge.basins]
+    lines = ["## Where the committee is uncertain on the scan (repeat 0)", "",
+             f"σ²_F ((eV/Å)², the gate's measure) of the committee at each basin's scan point, "
+             f"with its rank among the {len(points)} scan points within {judge.window_eV:g} eV "
+             "(1: most uncertain), and the median over the window's points at φ < 0 (the "
+             "initial data's side) and φ > 0.", "",
+             "| method | generation | " + " | ".join(names) + " | median φ < 0 | median φ > 0 |",
+             "|---|---|" + "---|" * (len(names) + 2)]
+    for method, histories in results.items():
+        run = work_dir / method / "repeat_0"
+        for generation in sorted({0, histories[0][-1]["generation"]}):
+            path = run / "generations" / f"gen_{generation:03d}" / "committee.pt"
+            if not path.exists():
+                continue
+            committee = Committee.load(path)
+            committee.compile = False
+            var = training_uncertainty(committee, batch).numpy()
+            rank = (-var).argsort().argsort() + 1
+            cells = [f"{var[i]:.4f} (#{rank[i]})" for i in nearest]
+            lines.append(f"| {method} | {generation} | " + " | ".join(cells) +
+                         f" | {np.median(var[angles[:, 0] < 0]):.4f} | "
+                         f"{np.median(var[angles[:, 0] > 0]):.4f} |")
+    return lines + [""]
+
+
 def judge_basins(results: dict, config: dict, work_dir: Path) -> None:
     """Basins held per generation, recomputed from each loop's labels.db with today's
     conformers judge (angles within the radius and oracle energy under the thermal ceiling,
@@ -135,7 +183,8 @@ def main():
                        "(b) accurate and stable": ACCURATE,
                        "(c) stable (the stability half of b alone)": STABLE},
               after=lambda results, config, out_dir: ramachandran_figures(
-                  results, config, out_dir, args.work_dir, args.doc_name),
+                  results, config, out_dir, args.work_dir, args.doc_name)
+              + basin_uncertainty(results, config, args.work_dir),
               rejudge=judge_basins)
 
 
