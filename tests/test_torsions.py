@@ -376,3 +376,40 @@ def test_torsion_bound_and_combined_displacements(alanine_setup):
     with pytest.raises(ValueError, match="nothing to optimise"):
         attack(committee, _batch(cyclohexane()), prior,
                AttackConfig(steps=1, torsions="rotatable", displacements=False))
+
+
+def test_random_torsion_starts_turn_later_restarts_anywhere(alanine_setup):
+    committee, prior = alanine_setup
+    atoms = alanine_dipeptide()
+    seeds = _batch(atoms)
+    common = dict(steps=1, lr=1e-9, torsion_lr=1e-9, torsions="rotatable",
+                  displacements=False, restarts=6, seed=4)
+    near = attack(committee, seeds, prior, AttackConfig(**common))
+    anywhere = attack(committee, seeds, prior, AttackConfig(torsion_start="random", **common))
+
+    def turned(cands, k):
+        """(Δφ, Δψ) of restart k from the seed (degrees, wrapped to [-180, 180))."""
+        a = atoms.copy()
+        a.positions = cands.batch.positions[k * 22:(k + 1) * 22].numpy()
+        return np.array([(a.get_dihedral(*q) - atoms.get_dihedral(*q) + 180.0) % 360.0 - 180.0
+                         for q in (PHI, PSI)])
+
+    # the first restart starts at the seed in both modes, the same draw: the same geometry
+    torch.testing.assert_close(anywhere.batch.positions[:22], near.batch.positions[:22],
+                               atol=1e-12, rtol=0)
+    assert np.abs(turned(near, 0)).max() < 20.0
+    assert max(np.abs(turned(near, k)).max() for k in range(6)) < 30.0  # N(0, 0.05²) rad
+    later = np.array([turned(anywhere, k) for k in range(1, 6)])
+    assert np.abs(later).max() > 90.0  # uniform in [-180, 180): some start far away
+    # still only torsions: every bond length is the seed's
+    bonds = np.array(_bonds(atoms))
+    d0 = _distances(seeds.positions)
+    for k in range(6):
+        d = _distances(anywhere.batch.positions[k * 22:(k + 1) * 22])
+        torch.testing.assert_close(d[bonds[:, 0], bonds[:, 1]], d0[bonds[:, 0], bonds[:, 1]],
+                                   atol=1e-8, rtol=0)
+    bounded = attack(committee, seeds, prior,
+                     AttackConfig(torsion_start="random", max_torsion=0.2, **common))
+    assert max(np.abs(turned(bounded, k)).max() for k in range(6)) <= np.degrees(0.2) + 1e-6
+    with pytest.raises(ValueError, match="torsion_start"):
+        attack(committee, seeds, prior, AttackConfig(torsion_start="far", **common))

@@ -131,6 +131,9 @@ class AttackConfig:
     "rotatable" (the rotatable bonds found from each seed's connectivity) or a list of
     [j, k] bonds in local atom indices applied to every seed (k's side turns; the smaller
     side is moved, which changes nothing but a rigid rotation); θ starts at N(0, 0.05²) rad;
+    torsion_start: "seed" (every restart starts there) or "random" (restarts after a seed's
+    first start from torsions drawn uniformly in [-π, π), within ±max_torsion: the seed's
+    conformer turned anywhere, so that the ascent can begin beyond the barriers around it);
     target_sigma: aim at σ_F = sqrt(σ²_F) = this (eV/Å) instead of the maximum: a seed keeps
     the first feasible step whose σ_F reaches it and stays there (None: maximise log L; the
     loop sets it from a calibrated target error, see ``sampler.target_error``);
@@ -155,6 +158,7 @@ class AttackConfig:
     torsions: list | str | None = None
     torsion_lr: float = 0.05
     max_torsion: float | None = None
+    torsion_start: str = "seed"
     target_sigma: float | None = None
     seed: int = 0
     progress: bool = False
@@ -378,6 +382,14 @@ def _attack(committee, seeds, prior, cfg, record_history):
         torsions = torsions.repeat(cfg.restarts)
         theta = torch.randn(seeds.n_structures, torsions.n_slots, generator=gen,
                             dtype=x0.dtype, device="cpu").to(x0.device) * TORSION_INIT_SCALE
+        if cfg.torsion_start == "random":
+            anywhere = (torch.rand(theta.shape, generator=gen, dtype=x0.dtype, device="cpu")
+                        .to(x0.device) * 2 - 1) * math.pi
+            later = (torch.arange(seeds.n_structures, device=x0.device) % cfg.restarts) > 0
+            theta = torch.where(later[:, None], anywhere, theta)
+        elif cfg.torsion_start != "seed":
+            raise ValueError(f"torsion_start must be 'seed' or 'random', not "
+                             f"{cfg.torsion_start!r}")
         theta = _bound_torsions(theta * torsions.valid, cfg).requires_grad_(True)
         if torsions.n_slots:
             groups.append({"params": [theta], "lr": cfg.torsion_lr})

@@ -229,6 +229,9 @@ class SamplerConfig(Strict):
                                gt=0)
     max_torsion: float | None = _field(None, "attack: largest torsion change from the seed "
                                        "(rad; null: free)", gt=0)
+    torsion_start: Literal["seed", "random"] = _field(
+        "seed", "attack with torsions: every restart starts at the seed's torsions, or "
+        "(random) restarts after the first start from torsions drawn uniformly in [-pi, pi)")
     random_scale: float = _field(0.1, "random: std of the Gaussian displacement (Å)", gt=0)
     md_temperature_K: float = _field(600.0, "md: NN-MD temperature (K)", gt=0)
     md_steps: int = _field(2000, "md: steps per trajectory", ge=1)
