@@ -48,3 +48,37 @@ def test_judge_basins_counts_thermal_labels_per_generation(tmp_path):
     history[1]["n_train"] = 4  # labels.db and the history disagree: said, not guessed
     with pytest.raises(ValueError, match="repeat_0 generation 1"):
         alanine.judge_basins({"attack": [history]}, config, tmp_path)
+
+
+def test_basin_uncertainty_reports_the_committee_spread_at_the_basins(tmp_path):
+    if not GRID.exists():
+        pytest.skip("alanine dipeptide data not built (benchmarks/alanine_reference.py)")
+    import numpy as np
+
+    from advsample.committee import Committee
+    from advsample.structures import Batch
+
+    grid = load_grid(GRID)
+    run = tmp_path / "attack" / "repeat_0"
+    committees = [Committee.build("painn", 2, seed=g, features=8, interactions=1, cutoff=4.0,
+                                  n_rbf=6) for g in (0, 1)]
+    for g, committee in enumerate(committees):
+        (run / "generations" / f"gen_{g:03d}").mkdir(parents=True)
+        committee.save(run / "generations" / f"gen_{g:03d}" / "committee.pt")
+    config = {"evaluate": [{"type": "conformers", "file": str(GRID), "phi": [1, 3, 4, 6],
+                            "psi": [3, 4, 6, 8]}]}
+    lines = alanine.basin_uncertainty({"attack": [[{"generation": 0}, {"generation": 1}]]},
+                                      config, tmp_path)
+    rows = [line for line in lines if line.startswith("| attack |")]
+    assert len(rows) == 2  # generation 0 and the last one
+    # C7eq's cell, recomputed by hand: per-atom population variance of the members' forces,
+    # averaged over components and atoms
+    for row, committee in zip(rows, committees, strict=True):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        forces = committee(Batch.from_atoms([_point(grid, -80.0, 80.0)], labels=False),
+                           forces=True).forces.detach().numpy()
+        by_hand = forces.var(axis=0).mean()
+        value, rank = cells[2].split()
+        assert float(value) == pytest.approx(by_hand, rel=0.02, abs=1e-4)
+        assert 1 <= int(rank.strip("(#)")) <= 266  # the scan points within 0.4 eV
+        assert np.isfinite([float(cells[-2]), float(cells[-1])]).all()
