@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from advsample.committee import Committee
+from advsample.contacts import ContactSet
 from advsample.geometry import min_interatomic_distance
 from advsample.models.base import fit_element_energies
 from advsample.progress import progress_bar
@@ -131,6 +132,9 @@ class AttackConfig:
     "rotatable" (the rotatable bonds found from each seed's connectivity) or a list of
     [j, k] bonds in local atom indices applied to every seed (k's side turns; the smaller
     side is moved, which changes nothing but a rigid rotation); θ starts at N(0, 0.05²) rad;
+    min_contact: no kept step with two atoms of a molecule that are neither bonded nor bonded
+    to a common atom in the seed closer than this times their covalent radii sum
+    (:mod:`advsample.contacts`; None: not checked);
     torsion_start: "seed" (every restart starts there) or "random" (restarts after a seed's
     first start from torsions drawn uniformly in [-π, π), within ±max_torsion: the seed's
     conformer turned anywhere, so that the ascent can begin beyond the barriers around it);
@@ -159,6 +163,7 @@ class AttackConfig:
     torsion_lr: float = 0.05
     max_torsion: float | None = None
     torsion_start: str = "seed"
+    min_contact: float | None = None
     target_sigma: float | None = None
     seed: int = 0
     progress: bool = False
@@ -364,6 +369,7 @@ def _attack(committee, seeds, prior, cfg, record_history):
     parent = torch.arange(seeds.n_structures, device=seeds.device).repeat_interleave(cfg.restarts)
     torsions = _torsion_set(seeds, cfg)
     seeds = seeds.without_labels().repeat(cfg.restarts)
+    contacts = None if cfg.min_contact is None else ContactSet.from_batch(seeds, cfg.min_contact)
     x0 = seeds.positions.detach()
     gen = torch.Generator().manual_seed(cfg.seed)  # on the CPU: same δ0 on every device
     delta = torch.randn(x0.shape, generator=gen, dtype=x0.dtype, device="cpu").to(x0.device)
@@ -418,6 +424,8 @@ def _attack(committee, seeds, prior, cfg, record_history):
                                                                 cfg.reduce))
         with torch.no_grad():
             ok = constraints_hold(batch, mean_e, prior, cfg) & torch.isfinite(objective)
+            if contacts is not None:
+                ok &= contacts.hold(batch.positions)
             better = ok & (objective > best_obj) & ~reached
             if cfg.target_sigma is not None:  # the first step at the target wins, then stop
                 arrived = ok & ~reached & (var.sqrt() >= cfg.target_sigma)

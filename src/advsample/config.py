@@ -229,6 +229,10 @@ class SamplerConfig(Strict):
                                gt=0)
     max_torsion: float | None = _field(None, "attack: largest torsion change from the seed "
                                        "(rad; null: free)", gt=0)
+    min_contact: float | None = _field(
+        None, "attack: no kept step with two atoms of a molecule that are neither bonded nor "
+        "bonded to a common atom in the seed closer than this x the sum of their covalent "
+        "radii (steric clashes, e.g. 1.5; null: not checked)", gt=0)
     torsion_start: Literal["seed", "random"] = _field(
         "seed", "attack with torsions: every restart starts at the seed's torsions, or "
         "(random) restarts after the first start from torsions drawn uniformly in [-pi, pi)")

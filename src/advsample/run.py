@@ -158,7 +158,7 @@ def make_sampler(config: RunConfig, generation: int, progress: bool = True):
         energy_ceiling=s.energy_ceiling, remove_translation=not toy,
         energy_above_initial=None if toy or s.type != "attack" else s.energy_above_initial,
         displacements=s.displacements, torsion_lr=s.torsion_lr, max_torsion=s.max_torsion,
-        torsion_start=s.torsion_start,
+        torsion_start=s.torsion_start, min_contact=None if toy else s.min_contact,
         torsions=[list(b) for b in s.torsions] if isinstance(s.torsions, list) else s.torsions,
         box=tuple(config.system.box) if toy else None,
         seed=config.seed * 1000 + generation, progress=progress)
