@@ -27,7 +27,7 @@ from ase.data import covalent_radii
 
 from advsample.stability import BOND_TOLERANCE
 from advsample.structures import Batch
-from advsample.torsions import _graphs
+from advsample.torsions import bond_graphs
 
 
 @dataclass
@@ -52,7 +52,7 @@ class ContactSet:
         reference for which pairs are bonded); ``factor`` > 0 scales the covalent radii."""
         if not factor > 0:
             raise ValueError(f"contact factor must be positive, got {factor!r}")
-        graphs = _graphs(batch, tolerance)
+        graphs = bond_graphs(batch, tolerance)
         offsets = batch.offsets.tolist()
         periodic = batch.pbc.any(dim=1).tolist()
         pairs = []

@@ -42,7 +42,7 @@ def bond_graph(numbers, positions, tolerance: float = BOND_TOLERANCE) -> list[se
     bonded when closer than ``tolerance`` times the sum of their covalent radii
     (ase.data.covalent_radii), as in :func:`advsample.stability.starting_bonds`.
     """
-    return _graphs(_molecule(numbers, positions), tolerance)[0]
+    return bond_graphs(_molecule(numbers, positions), tolerance)[0]
 
 
 def moving_side(bond: tuple[int, int], graph: list[set[int]]) -> np.ndarray:
@@ -138,7 +138,7 @@ class TorsionSet:
         if not automatic and len(bonds) != b:
             raise ValueError(f"need one list of bonds per structure ({b}), got {len(bonds)}")
         periodic = batch.pbc.any(dim=1).tolist()
-        graphs = _graphs(batch, tolerance)
+        graphs = bond_graphs(batch, tolerance)
         numbers = batch.numbers.cpu().numpy()
         fixed = None if batch.fixed is None else batch.fixed.cpu().numpy()
         offsets = batch.offsets.tolist()
@@ -276,7 +276,7 @@ def _molecule(numbers, positions) -> Batch:
                  pbc=torch.zeros(1, 3, dtype=torch.bool))
 
 
-def _graphs(batch: Batch, tolerance: float) -> list[list[set[int]]]:
+def bond_graphs(batch: Batch, tolerance: float = BOND_TOLERANCE) -> list[list[set[int]]]:
     """Bond graph of every structure of ``batch`` in local indices (one pass over all pairs;
     periodic structures get the bonds of their neighbour list, images folded back)."""
     with torch.no_grad():
