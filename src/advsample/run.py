@@ -171,6 +171,7 @@ def make_sampler(config: RunConfig, generation: int, progress: bool = True):
             "bias_width": s.bias_width, "bias_width_units": s.bias_width_units}
         return cls(temperature_K=s.md_temperature_K, steps=s.md_steps, dt_fs=s.md_timestep_fs,
                    interval=s.md_interval, max_uncertainty=s.md_max_uncertainty,
+                   max_uncertainty_units=s.md_max_uncertainty_units,
                    config=attack_cfg, **bias)
     return cls(config=attack_cfg)
 

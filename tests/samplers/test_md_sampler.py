@@ -3,12 +3,14 @@
 Checked: candidates carry the sampler interface (scores equal attack.score of the frame,
 parent, step, displacement from the seed) and pass the same selection; with a trust bound
 on σ²_F each trajectory yields exactly the frames the unbounded run recorded before its
-first frame above the bound; the sanity filters stop trajectories the same way.
+first frame above the bound, and a bound relative to the seeds' mean σ²_F gives the run of
+the absolute bound it stands for; the sanity filters stop trajectories the same way.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from ase.build import molecule
 
@@ -71,6 +73,23 @@ def test_trajectories_stop_before_the_trust_bound():
         got = bounded.batch.positions[bounded.parent == run]
         assert bounded.step[bounded.parent == run].tolist() == steps[steps < first].tolist()
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+
+
+def test_trust_bound_relative_to_the_seeds_is_that_absolute_bound():
+    committee, prior, seeds, _ = toy_setup()
+    seed_variance = score(committee, seeds, prior)[1].detach()
+    relative = MDSampler(temperature_K=2000.0, steps=200, dt_fs=1.0, friction_per_fs=0.02,
+                         interval=10, max_uncertainty=3.0, max_uncertainty_units="seeds",
+                         config=AttackConfig(seed=7))
+    bound = relative.trust_bound(committee, seeds, prior)
+    assert bound == pytest.approx(3.0 * float(seed_variance.mean()), rel=1e-12)
+    got = relative.propose(committee, seeds, prior)
+    expected = sampler(max_uncertainty=bound).propose(committee, seeds, prior)
+    assert 0 < len(got) < len(sampler().propose(committee, seeds, prior))
+    torch.testing.assert_close(got.batch.positions, expected.batch.positions, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="max_uncertainty_units"):
+        MDSampler(max_uncertainty=1.0, max_uncertainty_units="eV").trust_bound(
+            committee, seeds, prior)
 
 
 def test_sanity_filters_stop_trajectories():

@@ -4,15 +4,24 @@ Every seed (× restarts, each with its own Maxwell-Boltzmann momenta) is integra
 Langevin dynamics on the committee mean forces, all trajectories as one batch. Every
 ``interval`` steps each live trajectory's frame is scored like an attack candidate
 (objective log L, σ²_F, mean energy). A trajectory stops for good at the first recorded frame
-whose σ²_F exceeds ``max_uncertainty`` (the committee is no longer trusted to drive the
-dynamics) or that breaks the sanity filters (min distance, energy ceiling, non-finite
-values); that frame and everything after it is dropped. The frames recorded before are the
-candidates, so the same selection (uncertainty gate, de-duplication, cap) applies as for
-every other sampler.
+whose σ²_F exceeds the trust bound (the committee is no longer trusted to drive the
+dynamics: DP-GEN's upper trust level, frames beyond it are not labelled) or that breaks the
+sanity filters (min distance, energy ceiling, non-finite values); that frame and everything
+after it is dropped. The frames recorded before are the candidates, so the same selection
+(uncertainty gate, de-duplication, cap) applies as for every other sampler.
+
+The trust bound is ``max_uncertainty`` in (eV/Å)² (``max_uncertainty_units="absolute"``) or,
+with ``"seeds"``, ``max_uncertainty`` times the committee's mean σ²_F over the seeds (its
+training structures), so one value holds across systems whose committees disagree on their
+own data by orders of magnitude differently (σ²_F ~ 1e-4 (eV/Å)² on NH3, ~1e-3 on alanine
+dipeptide at generation 0). Without a bound NN-MD from a young committee runs off into
+configurations tens of eV above the minimum whose labels teach nothing about the application
+(docs/benchmarks/alanine.md).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +39,8 @@ from advsample.dynamics import committee_forces, init_state, langevin_step, stan
 from advsample.progress import progress_bar
 from advsample.structures import Batch
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class MDSampler:
@@ -37,7 +48,8 @@ class MDSampler:
 
     temperature_K: thermostat temperature (K); steps: MD steps per trajectory; dt_fs: time
     step (fs); friction_per_fs: Langevin friction γ (1/fs); interval: steps between recorded
-    frames; max_uncertainty: trust bound on σ²_F ((eV/Å)²), None for no bound.
+    frames; max_uncertainty: trust bound on σ²_F in ``max_uncertainty_units``, None for no
+    bound: "absolute" ((eV/Å)²) or "seeds" (times the mean σ²_F of the seeds).
     Of ``config`` the MD uses restarts (trajectories per seed), seed (random numbers),
     reduce (σ²_F over atoms), min_distance and energy_ceiling (sanity filters) and progress.
     """
@@ -48,8 +60,22 @@ class MDSampler:
     friction_per_fs: float = 0.01
     interval: int = 10
     max_uncertainty: float | None = None
+    max_uncertainty_units: str = "absolute"
     config: AttackConfig = field(default_factory=AttackConfig)
     name: str = "md"
+
+    def trust_bound(self, committee: Committee, seeds: Batch, prior: BoltzmannPrior
+                    ) -> float | None:
+        """The σ²_F ((eV/Å)²) beyond which a trajectory stops, None for no bound."""
+        if self.max_uncertainty is None:
+            return None
+        if self.max_uncertainty_units == "absolute":
+            return float(self.max_uncertainty)
+        if self.max_uncertainty_units != "seeds":
+            raise ValueError(f"max_uncertainty_units must be 'absolute' or 'seeds', not "
+                             f"{self.max_uncertainty_units!r}")
+        _, variance, _ = score(committee, seeds.without_labels(), prior, self.config.reduce)
+        return self.max_uncertainty * float(variance.detach().mean())
 
     def forces_fn(self, committee: Committee, seeds: Batch):
         """positions batch -> (energy [B], forces [N, 3]) the dynamics integrates: the
@@ -66,6 +92,9 @@ class MDSampler:
         runs = seeds.without_labels().repeat(cfg.restarts)
         generator = torch.Generator().manual_seed(cfg.seed)  # on the CPU: same runs everywhere
         forces_fn = self.forces_fn(committee, seeds)
+        bound = self.trust_bound(committee, seeds, prior)
+        if bound is not None:
+            log.info("%s: trajectories stop at σ²_F > %.4g (eV/Å)²", self.name, bound)
         state = init_state(runs, forces_fn, self.temperature_K, generator)
         alive = torch.ones(runs.n_structures, dtype=torch.bool, device=device)
 
@@ -85,8 +114,8 @@ class MDSampler:
                 v.detach() for v in score(committee, state.batch, prior, cfg.reduce)
             )
             ok = constraints_hold(state.batch, energy, prior, cfg) & torch.isfinite(objective)
-            if self.max_uncertainty is not None:
-                ok &= variance <= self.max_uncertainty
+            if bound is not None:
+                ok &= variance <= bound
             live = torch.nonzero(alive).flatten()
             frame = {"run": live[ok], "positions": state.batch.positions[ok[state.batch.structure]],
                      "step": torch.full((int(ok.sum()),), t, dtype=torch.long, device=device),
