@@ -13,7 +13,7 @@ after it is dropped. The frames recorded before are the candidates, so the same 
 The trust bound is ``max_uncertainty`` in (eV/Å)² (``max_uncertainty_units="absolute"``) or,
 with ``"seeds"``, ``max_uncertainty`` times the committee's mean σ²_F over the seeds (its
 training structures), so one value holds across systems whose committees disagree on their
-own data by orders of magnitude differently (σ²_F ~ 1e-4 (eV/Å)² on NH3, ~1e-3 on alanine
+own data by orders of magnitude differently (mean σ²_F 4e-5 (eV/Å)² on NH3, 2e-3 on alanine
 dipeptide at generation 0). Without a bound NN-MD from a young committee runs off into
 configurations tens of eV above the minimum whose labels teach nothing about the application
 (docs/benchmarks/alanine.md).
