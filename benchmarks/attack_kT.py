@@ -3,8 +3,10 @@
     python benchmarks/attack_kT.py                  # ~30 min of a core, after the loops below
     python benchmarks/attack_kT.py --aggregate-only # only rewrite the doc from the cache
 
-Each case is a finished attack loop of another benchmark: its stored config, its generation-G
-committee and its labels up to G (the loop must exist: run that benchmark first). For every
+Each case is a finished attack loop of another benchmark (by default in that driver's
+default work directory; ``--case NAME=RUN_DIR:GENERATION`` names another): its stored
+config, its generation-G committee and its labels up to G (the loop must exist: run that
+benchmark first). For every
 kT = factor x spread (``BoltzmannPrior.energy_spread`` of the loop's initial data: the spread
 of its per-atom energies, which was kT "auto" until the rule of ``BoltzmannPrior.auto_kT``
 replaced it; the doc gives that rule's kT per case as a factor of the spread) the
@@ -30,10 +32,11 @@ import common as c
 import numpy as np
 import yaml
 
-CASES = {  # name -> (run directory of a finished attack loop, generation of its committee)
-    "NH3": ("runs/benchmarks/ammonia_v4/attack/repeat_0", 1),
+CASES = {  # name -> (run directory of a finished attack loop, generation of its committee):
+    # the default work directories of benchmarks/ammonia.py, alanine.py and zeolites.py
+    "NH3": ("runs/benchmarks/ammonia/attack/repeat_0", 1),
     "alanine dipeptide": ("runs/benchmarks/alanine/attack_torsion/repeat_0", 2),
-    "zeolite complexes": ("runs/benchmarks/zeolites_v2/attack/repeat_0", 1),
+    "zeolite complexes": ("runs/benchmarks/zeolites/attack/repeat_0", 1),
 }
 FACTORS = [4.0, 2.0, 1.0, 0.5, 0.2, 0.1]
 
@@ -156,7 +159,17 @@ def main():
     p = c.bench_args(__doc__.splitlines()[0], "attack_kT")
     p.add_argument("--factors", type=float, nargs="+", default=FACTORS,
                    help="kT / spread values (%(default)s)")
+    p.add_argument("--case", action="append", default=[], metavar="NAME=RUN_DIR:GENERATION",
+                   help="another loop for a case (e.g. 'NH3=runs/benchmarks/ammonia_v5/attack/"
+                   "repeat_0:1'); the run directory relative to the repository root")
     args = p.parse_args()
+    for spec in args.case:
+        name, sep, where = spec.partition("=")
+        run, sep2, generation = where.rpartition(":")
+        if not (sep and sep2 and name in CASES and generation.isdigit()):
+            p.error(f"--case {spec!r}: expected NAME=RUN_DIR:GENERATION with NAME one of "
+                    f"{sorted(CASES)}")
+        CASES[name] = (run, int(generation))
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     results, auto = {}, {}  # auto: case -> kT "auto" of its initial data (eV/atom)
@@ -177,6 +190,7 @@ def main():
         if name in results:
             auto[name] = initial_auto_kT(run)
     out = args.out_dir.resolve()
+    out.mkdir(parents=True, exist_ok=True)
     (out / "attack_kT.json").write_text(json.dumps(
         {"cases": {k: {"run": v[0], "generation": v[1]} for k, v in CASES.items()},
          "results": results, "summary": {k: [summary(r) for r in v]
