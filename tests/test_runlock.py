@@ -148,6 +148,15 @@ def test_cli_run_on_a_locked_directory_is_one_line(held, capsys):
     assert json.loads((held.run_dir / LOCK_NAME).read_text())["pid"] == held.proc.pid
 
 
+def test_python_run_refuses_a_locked_directory_too(held):
+    from advsample.run import run
+
+    (held.run_dir / "config.yaml").write_text("system: {molecule: NH3}\n")
+    with pytest.raises(RunLocked, match=f"process {held.proc.pid}"):
+        run(held.run_dir)
+    assert json.loads((held.run_dir / LOCK_NAME).read_text())["pid"] == held.proc.pid
+
+
 def test_cli_status_names_the_holder(held, capsys):
     from advsample.store import Store
 

@@ -9,7 +9,6 @@ one line and exit status 130. Anything else is a bug: its traceback, a one-line 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import logging
 import os
@@ -18,80 +17,25 @@ import sys
 import traceback
 from pathlib import Path
 
-STORE_NAME = "labels.db"
-
-
-@contextlib.contextmanager
-def _naming_store(run_dir: Path):
-    """Inside the block, a database error names the run's store (sqlite's messages do not)."""
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        raise ValueError(f"{run_dir / STORE_NAME}: {exc}") from exc
-
-
-def _start_or_resume(target: Path, run_dir: Path, progress: bool):
-    """The loop of a new run from the YAML ``target``, or of the run already in ``run_dir``.
-
-    An error of the configuration names its file. A new run that fails to start leaves no
-    ``config.yaml`` behind, so the corrected file is used next time (not the stored copy).
-    """
-    from advsample.run import CONFIG_NAME, resume, start
-    from advsample.runlock import LOCK_NAME
-
-    stored = run_dir / CONFIG_NAME
-    fresh = not stored.exists()
-    config = target if fresh else stored
-    try:
-        return resume(run_dir, progress) if target.is_dir() else start(target, run_dir, progress)
-    except BaseException as exc:
-        if fresh and stored.exists() and {p.name for p in run_dir.iterdir()} <= {
-                CONFIG_NAME, LOCK_NAME}:
-            stored.unlink()
-        if isinstance(exc, (ValueError, ImportError)) and str(config) not in str(exc):
-            raise ValueError(f"{config}: {exc}") from exc
-        raise
-
 
 def cmd_run(args) -> None:
-    """Run or continue an active-learning loop, then write its report.
+    """Run or continue an active-learning loop, then write its report (``advsample.run.run``:
+    the run directory locked until the report is written)."""
+    from advsample.run import run
 
-    The run directory is locked (``advsample.runlock``) from before the run starts or resumes
-    until its report is written, so a second ``advsample run`` on it refuses.
-    """
-    from advsample.report import write_report
-    from advsample.run import CONFIG_NAME
-    from advsample.runlock import RunLock
-
-    target = Path(args.config)
-    if target.is_dir():
-        if not (target / CONFIG_NAME).exists():
-            raise FileNotFoundError(f"{target} is a directory but not a run (no {CONFIG_NAME})")
-        run_dir = target
-    else:
-        run_dir = Path(args.run_dir or Path("runs") / target.stem)
-    created = [d for d in (run_dir, *run_dir.parents) if not d.exists()]
-    run_dir.mkdir(parents=True, exist_ok=True)  # the lock lives in it
-    try:
-        with RunLock(run_dir), _naming_store(run_dir):
-            al = _start_or_resume(target, run_dir, progress=not args.quiet)
-            print(f"run directory: {al.run_dir}")
-            state = al.run()
-            report = write_report(al.run_dir)
-    finally:
-        for d in created:  # a run that never started leaves no empty directories behind
-            with contextlib.suppress(OSError):
-                d.rmdir()
+    state = run(args.config, args.run_dir, progress=not args.quiet)
+    print(f"run directory: {state['run_dir']}")
     print(f"stopped: {state['reason']}; {state['labels']} labels "
-          f"({state['failed']} failed); report: {report}")
+          f"({state['failed']} failed); report: {state['report']}")
 
 
 def cmd_status(args) -> None:
     """Print where a run stands, and which process runs it now if one does."""
     from advsample.report import status
     from advsample.runlock import locked_by
+    from advsample.store import naming_store
 
-    with _naming_store(Path(args.run)):
+    with naming_store(Path(args.run)):
         print(status(args.run))
     holder = locked_by(args.run)
     if holder is not None:
@@ -103,8 +47,9 @@ def cmd_status(args) -> None:
 def cmd_report(args) -> None:
     """Write a run's report (markdown and PNG plots) and print its path."""
     from advsample.report import write_report
+    from advsample.store import naming_store
 
-    with _naming_store(Path(args.run)):
+    with naming_store(Path(args.run)):
         print(write_report(Path(args.run)))
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from advsample.store import Store
+from advsample.store import STORE_NAME, Store
 
 SCALARS = {  # evaluator type -> (key, column title, format) in the summary table
     "test_set": [("forces_rmse", "test F RMSE (eV/Å)", ".4f"),
@@ -58,9 +58,9 @@ def evaluator_entries(metrics: list[dict]) -> dict[str, list[tuple[int, dict]]]:
 def status(run_dir: str | Path) -> str:
     """A few lines on where a run stands."""
     run_dir = Path(run_dir)
-    if not (run_dir / "labels.db").exists():
+    if not (run_dir / STORE_NAME).exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no labels.db)")
-    rows = Store(run_dir / "labels.db").rows()
+    rows = Store(run_dir / STORE_NAME).rows()
     per_gen = defaultdict(lambda: defaultdict(int))
     for r in rows:
         per_gen[r["generation"]][r["status"]] += 1
@@ -98,7 +98,7 @@ def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
-    rows = Store(run_dir / "labels.db").rows()
+    rows = Store(run_dir / STORE_NAME).rows()
     metrics = generation_metrics(run_dir)
     sampling = sampling_statistics(run_dir)
     entries = evaluator_entries(metrics)

@@ -13,6 +13,7 @@ Layout of a run directory (see ``advsample.loop`` for the per-generation files):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -36,11 +37,67 @@ from advsample.oracles import make_oracle
 from advsample.samplers import SAMPLERS
 from advsample.screening import LabelScreen
 from advsample.select import SelectConfig
-from advsample.store import MemoryStore, Store
+from advsample.store import STORE_NAME, MemoryStore, Store, naming_store
 from advsample.train import TrainConfig
 
 log = logging.getLogger("advsample")
 CONFIG_NAME = "config.yaml"
+
+
+def run(target: str | Path, run_dir: str | Path | None = None, progress: bool = True) -> dict:
+    """Run or continue a loop, then write its report: ``advsample run`` in one call.
+
+    ``target`` is a YAML configuration (a new run in ``run_dir``, default runs/<file stem>,
+    or the run already there) or a run directory (continued with its stored configuration).
+    The run directory is locked (:mod:`advsample.runlock`) from before the run starts or
+    resumes until its report is written: a second caller refuses with ``RunLocked`` while
+    this one lives. An error of the configuration or of the store names its file; a new run
+    that fails to start leaves no ``config.yaml`` (nor empty directories) behind, so the
+    corrected file is taken next time. Returns the loop's final state (see
+    :meth:`ActiveLearning.run`) with ``run_dir`` and ``report`` (the report's path).
+    """
+    from advsample.report import write_report
+    from advsample.runlock import RunLock
+
+    target = Path(target)
+    if target.is_dir():
+        if not (target / CONFIG_NAME).exists():
+            raise FileNotFoundError(f"{target} is a directory but not a run (no {CONFIG_NAME})")
+        run_dir = target
+    else:
+        run_dir = Path(run_dir or Path("runs") / target.stem)
+    created = [d for d in (run_dir, *run_dir.parents) if not d.exists()]
+    run_dir.mkdir(parents=True, exist_ok=True)  # the lock lives in it
+    try:
+        with RunLock(run_dir), naming_store(run_dir):
+            al = _start_or_resume(target, run_dir, progress)
+            log.info("run directory: %s", al.run_dir)
+            state = al.run()
+            state.update(run_dir=al.run_dir, report=write_report(al.run_dir))
+    finally:
+        for d in created:  # a run that never started leaves no empty directories behind
+            with contextlib.suppress(OSError):
+                d.rmdir()
+    return state
+
+
+def _start_or_resume(target: Path, run_dir: Path, progress: bool) -> ActiveLearning:
+    """The loop of a new run from the YAML ``target``, or of the run already in ``run_dir``
+    (see :func:`run`: errors name the file, a failed new start leaves no config behind)."""
+    from advsample.runlock import LOCK_NAME
+
+    stored = run_dir / CONFIG_NAME
+    fresh = not stored.exists()
+    config = target if fresh else stored
+    try:
+        return resume(run_dir, progress) if target.is_dir() else start(target, run_dir, progress)
+    except BaseException as exc:
+        if fresh and stored.exists() and {p.name for p in run_dir.iterdir()} <= {
+                CONFIG_NAME, LOCK_NAME}:
+            stored.unlink()
+        if isinstance(exc, (ValueError, ImportError)) and str(config) not in str(exc):
+            raise ValueError(f"{config}: {exc}") from exc
+        raise
 
 
 def start(config_path: str | Path, run_dir: str | Path, progress: bool = True
@@ -81,7 +138,7 @@ def _replace_unstarted(run_dir: Path, old: RunConfig, new: RunConfig) -> None:
         return
     aside = run_dir / time.strftime("superseded-%Y%m%d-%H%M%S")
     aside.mkdir()
-    for name in ("labels.db", "initial", "evaluators", CONFIG_NAME):
+    for name in (STORE_NAME, "initial", "evaluators", CONFIG_NAME):
         if (run_dir / name).exists():
             (run_dir / name).rename(aside / name)
     log.warning("%s never trained generation 0: taking the new configuration; the earlier "
@@ -102,7 +159,7 @@ def build(config: RunConfig, run_dir: str | Path | None, progress: bool = True
     run_dir = None if run_dir is None else Path(run_dir)
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-    store = MemoryStore() if run_dir is None else Store(run_dir / "labels.db")
+    store = MemoryStore() if run_dir is None else Store(run_dir / STORE_NAME)
     oracle = make_oracle(config.oracle.spec(config.system.box))
     e = config.executor
     parts = LoopParts(

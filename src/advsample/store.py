@@ -22,9 +22,11 @@ finished oracle call and knows which ones are still to do.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ from advsample.oracles.base import LabelResult, Oracle
 from advsample.structures import StructureError
 from advsample.validation import attached_labels, validate_atoms
 
+STORE_NAME = "labels.db"  # a run directory's store
 REQUIRED = ("generation", "sampler")
 COLUMNS = (
     "id",
@@ -357,3 +360,13 @@ def _with_labels(atoms: Atoms) -> Atoms:
         copy.calc = SinglePointCalculator(copy, **{k: v for k, v in atoms.calc.results.items()
                                                    if k in ("energy", "forces")})
     return copy
+
+
+@contextlib.contextmanager
+def naming_store(run_dir: str | Path):
+    """Inside the block, a database error names the run's store file (sqlite's messages do
+    not), as a ValueError."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(f"{Path(run_dir) / STORE_NAME}: {exc}") from exc
