@@ -23,8 +23,7 @@ def cmd_run(args) -> None:
     the run directory locked until the report is written)."""
     from advsample.run import run
 
-    state = run(args.config, args.run_dir, progress=not args.quiet)
-    print(f"run directory: {state['run_dir']}")
+    state = run(args.config, args.run_dir, progress=not args.quiet)  # logs the run directory
     print(f"stopped: {state['reason']}; {state['labels']} labels "
           f"({state['failed']} failed); report: {state['report']}")
 

@@ -158,7 +158,8 @@ class BiasedMDSampler(MDSampler):
     name: str = "biased_md"
 
     def __post_init__(self) -> None:
-        """Check the bias settings (units known, strength ≥ 0, width > 0)."""
+        """Check the trust bound's and the bias settings (units known, strength ≥ 0, width > 0)."""
+        super().__post_init__()
         if self.bias_units not in BIAS_UNITS:
             raise ValueError(f"bias_units must be one of {BIAS_UNITS}, not {self.bias_units!r}")
         if self.bias_width_units not in WIDTH_UNITS:

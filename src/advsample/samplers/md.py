@@ -41,6 +41,9 @@ from advsample.structures import Batch
 
 log = logging.getLogger(__name__)
 
+TRUST_UNITS = ("absolute", "seeds")
+"""Accepted units of ``MDSampler.max_uncertainty`` (see the module docstring)."""
+
 
 @dataclass
 class MDSampler:
@@ -64,6 +67,12 @@ class MDSampler:
     config: AttackConfig = field(default_factory=AttackConfig)
     name: str = "md"
 
+    def __post_init__(self) -> None:
+        """Check the trust bound's units."""
+        if self.max_uncertainty_units not in TRUST_UNITS:
+            raise ValueError(f"max_uncertainty_units must be one of {TRUST_UNITS}, not "
+                             f"{self.max_uncertainty_units!r}")
+
     def trust_bound(self, committee: Committee, seeds: Batch, prior: BoltzmannPrior
                     ) -> float | None:
         """The σ²_F ((eV/Å)²) beyond which a trajectory stops, None for no bound."""
@@ -71,9 +80,6 @@ class MDSampler:
             return None
         if self.max_uncertainty_units == "absolute":
             return float(self.max_uncertainty)
-        if self.max_uncertainty_units != "seeds":
-            raise ValueError(f"max_uncertainty_units must be 'absolute' or 'seeds', not "
-                             f"{self.max_uncertainty_units!r}")
         _, variance, _ = score(committee, seeds.without_labels(), prior, self.config.reduce)
         return self.max_uncertainty * float(variance.detach().mean())
 
