@@ -5,7 +5,9 @@
     python benchmarks/ammonia.py --set loop.generations=2 --set evaluate.stability.runs=4 ...
 
 Loop = examples/ammonia_xtb.yaml merged with benchmarks/configs/ammonia.yaml, seed = repeat,
-the method's overrides from that file's ``methods`` (``--set KEY=VALUE`` overrides any key).
+the method's overrides from that file's ``methods`` (``--set KEY=VALUE`` overrides any key
+of the shared part; a method's own overrides win, e.g. md_300K's 10 generations: set
+``methods.md_300K.loop.generations`` for that).
 Repeat r of every method starts from the same 300 K GFN2-xTB MD (seed r) and adds <= 20
 labels per generation, judged by the config's evaluators: inversion-barrier error (path),
 errors on a 1000 K GFN2-xTB MD test set (test_set; made once in

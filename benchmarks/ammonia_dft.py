@@ -1,6 +1,6 @@
 """NH3 on the paper's own DFT data: attack vs MD-based AL with BP86-D3(BJ)/def2-SVP (PySCF).
 
-    python benchmarks/ammonia_dft.py                  # 2 repeats x 2 methods, hours on 2 cores
+    python benchmarks/ammonia_dft.py                  # 3 repeats x 4 methods, hours on 2 cores
     python benchmarks/ammonia_dft.py --aggregate-only # only rewrite the docs from the runs
 
 Data: ../shared/data/ammonia_paper.extxyz (138 frames, energies relative to the lowest frame,
@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 import common
-from ammonia import EXAMPLE, KEYS, LOG, TARGET
+from ammonia import EXAMPLE, KEYS, LOG, METHODS, TARGET
 from loops import CONFIGS, benchmark, configure, method_config, parser, prepare
 
 DATA = common.REPO.parent / "shared" / "data" / "ammonia_paper.extxyz"
@@ -71,7 +71,7 @@ def make_reference(ref: Path, config: dict, data: Path, below_kcal: float, point
 
 
 def main():
-    p = parser(__doc__, "ammonia_dft", ["attack", "md_300K"], repeats=2)
+    p = parser(__doc__, "ammonia_dft", METHODS, repeats=3)
     p.add_argument("--data", type=Path, default=DATA, help="the paper's NH3 extxyz")
     p.add_argument("--below-kcal", type=float, default=5.0, help="initial data cut (kcal/mol)")
     p.add_argument("--path-points", type=int, default=21, help="points on the oracle path")

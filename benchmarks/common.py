@@ -34,12 +34,14 @@ Results = dict[str, list[History]]
 
 
 def relative(path: str | os.PathLike) -> str:
-    """``path`` relative to the repository if it lies inside it, else only its name."""
+    """``path`` relative to the repository if it lies inside it or beside it (../shared/...),
+    else only its name."""
     p = Path(path).resolve()
-    try:
+    if p.is_relative_to(REPO):
         return p.relative_to(REPO).as_posix() or "."
-    except ValueError:
-        return p.name
+    if p.is_relative_to(REPO.parent):
+        return "../" + p.relative_to(REPO.parent).as_posix()
+    return p.name
 
 
 _ROOT = re.compile(re.escape(str(REPO)) + r"(/|(?![\w.-]))")

@@ -162,6 +162,8 @@ def test_relativise():
     assert data["work"] == f"{root}/runs/x"  # the input is not modified
     assert common.relative(common.REPO / "docs" / "x.json") == "docs/x.json"
     assert common.relative("/somewhere/else/file.txt") == "file.txt"
+    shared = common.REPO.parent / "shared" / "data" / "x.extxyz"  # the data beside the repo
+    assert common.relative(shared) == "../shared/data/x.extxyz"
 
 
 RESULTS = {"attack": [REPEAT0, REPEAT1, REPEAT2],
