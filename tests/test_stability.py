@@ -103,6 +103,22 @@ def test_flat_committee_lets_bonds_break():
     assert (result.time_to_failure_fs > 0).all() and (result.time_to_failure_fs <= 200).all()
 
 
+def test_a_broken_run_names_the_stretched_bond_and_keeps_its_geometry():
+    result = stability_test(Committee([Flat(), Flat()]), starts(), temperature_K=1000.0,
+                            steps=400, runs_per_start=4, floor=0.3, progress=False)
+    assert result.culprit == ["N-H"] * 4  # NH3's only bonds
+    assert result.failures_by_culprit == {"bond broken N-H": 4}
+    assert len(result.failed_frames) == 4
+    for run, frame in enumerate(result.failed_frames):
+        assert frame.info["run"] == run and frame.info["reason"] == "bond broken"
+        assert frame.info["time_fs"] == result.time_to_failure_fs[run]
+        i, j = frame.info["pair"]
+        assert {frame.numbers[i], frame.numbers[j]} == {7, 1}
+        # the named bond is the one stretched past the ceiling, and the most stretched one
+        stretch = [frame.get_distance(0, h) / NH3.get_distance(0, h) for h in (1, 2, 3)]
+        assert frame.get_distance(i, j) / NH3.get_distance(i, j) == max(stretch) > 1.5
+
+
 def test_overlapping_start_fails_at_step_zero_and_alone():
     crushed = NH3.copy()
     crushed.positions[1] = crushed.positions[0] + [0.2, 0.0, 0.0]
@@ -118,6 +134,9 @@ def test_overlapping_start_fails_at_step_zero_and_alone():
     assert summary["counts"] == {"ok": 3, "non-finite energy": 0, "close contact": 3,
                                  "bond broken": 0}
     assert summary["time_to_failure_fs"][:3] == [None] * 3
+    assert result.culprit == [""] * 3 + ["N-H"] * 3  # the crushed pair is atoms 0 and 1
+    assert [f.info["pair"] for f in result.failed_frames] == [[0, 1]] * 3
+    assert summary["failures_by_culprit"] == {"close contact N-H": 3}
 
 
 def test_undefined_energy_is_reported_as_non_finite():
@@ -126,6 +145,7 @@ def test_undefined_energy_is_reported_as_non_finite():
                             bond_ceiling=10.0, progress=False)
     assert set(result.reason) == {"non-finite energy"}
     assert (result.time_to_failure_fs > 0).all()
+    assert result.culprit == [""] * 4 and result.failures_by_culprit == {"non-finite energy": 4}
     assert set(REASONS) == {"ok", "non-finite energy", "close contact", "bond broken"}
 
 
@@ -198,3 +218,26 @@ def test_judge_fails_a_pulled_hydrogen_and_passes_thermal_frames():
     thermal = [a for a, e in zip(frames, energies, strict=True) if 0.02 < e < 0.05][0]
     both = Batch.from_atoms([pulled, thermal, start], labels=False)
     assert judge_frames(starts, both) == ["bond broken", "ok", "ok"]
+
+
+def test_stability_evaluator_writes_the_failed_geometries_and_the_report_lists_them(tmp_path):
+    from advsample.evaluators import StabilityEvaluator
+    from advsample.loop import EvaluationContext
+    from advsample.report import _failure_lines
+
+    gen_dir = tmp_path / "generations" / "gen_002"
+    training = starts()
+    context = EvaluationContext(2, Committee([Flat(), Flat()]), training, np.zeros(1, int),
+                                torch.device("cpu"), None, gen_dir)
+    evaluator = StabilityEvaluator(starts=[NH3], name="hot", temperature_K=1000.0, runs=3,
+                                   steps=400, floor=0.3)
+    metrics = json.loads(json.dumps(evaluator.evaluate(context)))
+    assert metrics["fraction_stable"] == 0.0
+    assert metrics["failures_by_culprit"] == {"bond broken N-H": 3}
+    frames = ase.io.read(gen_dir / "hot_failures.extxyz", ":")
+    assert len(frames) == 3 and all(f.info["reason"] == "bond broken" for f in frames)
+    assert [f.info["run"] for f in frames] == [0, 1, 2]
+    lines = _failure_lines("hot", [(1, {"failures_by_culprit": {}}), (2, metrics)], tmp_path)
+    assert lines[2] == ("- generation 2: bond broken N-H x 3 (geometries: "
+                        "`generations/gen_002/hot_failures.extxyz`)")
+    assert len(lines) == 4  # the generation without failures has no line

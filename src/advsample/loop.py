@@ -237,7 +237,8 @@ class EvaluationContext:
     committee: trained on generations 0..generation, on ``device``, in eval mode;
     training: its labelled structures (Batch on ``device``); training_generation: long [K],
     the generation each came from; cache_dir: where an evaluator may keep reference data it
-    computed once (None without a run directory).
+    computed once; output_dir: the generation's directory, where an evaluator may write
+    files about this generation (both None without a run directory).
     """
 
     generation: int
@@ -246,6 +247,7 @@ class EvaluationContext:
     training_generation: np.ndarray
     device: torch.device
     cache_dir: Path | None
+    output_dir: Path | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -387,7 +389,9 @@ class ActiveLearning:
         if missing:
             data, _, generations = self.training_set(g)
             cache = None if self.run_dir is None else self.run_dir / "evaluators"
-            context = EvaluationContext(g, committee, data, generations, self.device, cache)
+            output = None if self.run_dir is None else self.generation_dir(g)
+            context = EvaluationContext(g, committee, data, generations, self.device, cache,
+                                        output)
             for evaluator in missing:
                 log.info("generation %d: evaluating %s", g, evaluator.name)
                 start = time.perf_counter()

@@ -120,13 +120,29 @@ def write_report(run_dir: str | Path) -> Path:
               "when it no longer falls).", "", "![convergence](convergence.png)", ""]
     for name, es in entries.items():
         path = _evaluator_plot(name, es, out, plt)
-        lines += [f"## {name} ({es[0][1]['type']})", "", f"![{name}]({path.name})", ""]
+        lines += [f"## {name} ({es[0][1]['type']})", "", f"![{name}]({path.name})", "",
+                  *_failure_lines(name, es, run_dir)]
     stopped = run_dir / "stopped.json"
     if stopped.exists():
         lines.append("Stopped: " + json.loads(stopped.read_text())["reason"] + ".")
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _failure_lines(name: str, entries: list[tuple[int, dict]], run_dir: Path) -> list[str]:
+    """Per generation with failed NN-MD runs: how many failed on what, and the file with
+    their geometries at failure (stability evaluators; nothing for other types)."""
+    lines = []
+    for g, m in entries:
+        culprits = m.get("failures_by_culprit") or {}
+        if not culprits:
+            continue
+        frames = Path("generations") / f"gen_{g:03d}" / f"{name}_failures.extxyz"
+        where = f" (geometries: `{frames.as_posix()}`)" if (run_dir / frames).exists() else ""
+        counts = ", ".join(f"{key} x {n}" for key, n in culprits.items())
+        lines.append(f"- generation {g}: {counts}{where}")
+    return ["Failed runs:", "", *lines, ""] if lines else []
 
 
 def _label_outcomes(rows: list[dict]) -> list[str]:

@@ -13,18 +13,23 @@ fails at the first step (0 = the start) where, checked in this order,
   against 1.07 Å), so a run could lose every H unnoticed.
 
 A failed run leaves the batch, so later steps cost only the runs still alive; each run
-draws its own noise whatever the others do, so its fate does not depend on theirs.
+draws its own noise whatever the others do, so its fate does not depend on theirs. Each
+failure names its culprit, the pair of atoms that failed the check (the most stretched
+starting bond, or the closest pair), and keeps the geometry it failed at: where a potential
+breaks is what its next labels should fix.
 The fraction of runs that survive all steps is the paper's MD-stability measure.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 import torch
+from ase import Atoms
 from ase.data import covalent_radii
 
 from advsample.committee import Committee
@@ -48,7 +53,11 @@ class StabilityResult:
 
     time_to_failure_fs: [R] time of the failing step (fs), NaN for runs that survived;
     reason: [R] one of REASONS; start: [R] index of the run's start structure;
-    duration_fs: length of a full run (fs); temperature_K: thermostat temperature (K).
+    duration_fs: length of a full run (fs); temperature_K: thermostat temperature (K);
+    culprit: [R] the failing pair's elements, heavier first ("C-H"; "" for a run that
+    survived or failed on a non-finite value); failed_frames: the geometry of each failed
+    run at its failing step (ase.Atoms, run order), ``info`` holding run, start, reason,
+    time_fs, culprit and pair (its two atom indices, or None).
     """
 
     time_to_failure_fs: np.ndarray
@@ -56,6 +65,8 @@ class StabilityResult:
     start: np.ndarray
     duration_fs: float
     temperature_K: float
+    culprit: list[str] = field(default_factory=list)
+    failed_frames: list = field(default_factory=list)
 
     @property
     def stable(self) -> np.ndarray:
@@ -76,6 +87,14 @@ class StabilityResult:
         starts = np.bincount(self.start)
         return (np.bincount(self.start, self.stable) / np.maximum(starts, 1)).tolist()
 
+    @property
+    def failures_by_culprit(self) -> dict[str, int]:
+        """Failed runs per reason and culprit, e.g. {"bond broken C-H": 3,
+        "non-finite energy": 1}, most frequent first."""
+        keys = [f"{r} {c}".strip() for r, c in zip(self.reason, self.culprit, strict=True)
+                if r != "ok"]
+        return dict(Counter(keys).most_common())
+
     def as_dict(self) -> dict:
         """Plain numbers and lists (JSON-ready; survivors' times are None)."""
         return {
@@ -88,6 +107,8 @@ class StabilityResult:
                                    for t in self.time_to_failure_fs],
             "reason": list(self.reason),
             "start": self.start.tolist(),
+            "culprit": list(self.culprit),
+            "failures_by_culprit": self.failures_by_culprit,
         }
 
 
@@ -175,6 +196,7 @@ def stability_test(
     alive = torch.ones(n_runs, dtype=torch.bool, device=runs.device)
     failed_step = torch.full((n_runs,), -1, dtype=torch.long, device=runs.device)
     reason = torch.zeros(n_runs, dtype=torch.long, device=runs.device)  # index into REASONS
+    frames: dict[int, Atoms] = {}  # run -> its geometry at failure
 
     bar = progress_bar(total=steps, desc="stability", disable=not progress)
     for t in range(steps + 1):
@@ -191,6 +213,10 @@ def stability_test(
         failed = failure > 0
         reason[live[failed]] = failure[failed]
         failed_step[live[failed]] = t
+        for k in torch.nonzero(failed).flatten().tolist():
+            run = int(live[k])
+            frames[run] = _failed_frame(state.batch, bonds, k, REASONS[int(failure[k])])
+            frames[run].info.update(run=run, start=run // runs_per_start, time_fs=t * dt_fs)
         alive[live[failed]] = False
         bonds = bonds.keep_atoms(~failed[state.batch.structure])
         state = state.select(~failed)
@@ -206,7 +232,34 @@ def stability_test(
         start=np.repeat(np.arange(starts.n_structures), runs_per_start),
         duration_fs=steps * dt_fs,
         temperature_K=temperature_K,
+        culprit=[frames[r].info["culprit"] if r in frames else "" for r in range(n_runs)],
+        failed_frames=[frames[r] for r in sorted(frames)],
     )
+
+
+def _failed_frame(batch: Batch, bonds: Bonds, k: int, reason: str) -> Atoms:
+    """Structure ``k`` of ``batch`` as ase.Atoms with its culprit in ``info``: the starting
+    bond stretched most (relative to its start length) for "bond broken", the closest pair
+    for "close contact", none for "non-finite energy"."""
+    atoms = batch.select([k]).to_atoms()[0]
+    first = int(batch.offsets[k])
+    pair = None
+    if reason == "bond broken":
+        mine = batch.structure[bonds.i] == k
+        ratio = bonds.lengths(batch.positions)[mine] / bonds.length[mine]
+        best = int(torch.argmax(ratio))
+        pair = (int(bonds.i[mine][best]) - first, int(bonds.j[mine][best]) - first)
+    elif reason == "close contact" and len(atoms) > 1:
+        d = atoms.get_all_distances(mic=bool(atoms.pbc.any()))
+        np.fill_diagonal(d, np.inf)
+        pair = tuple(int(x) for x in np.unravel_index(np.argmin(d), d.shape))
+    culprit = ""
+    if pair is not None:
+        heavier_first = sorted(pair, key=lambda a: -atoms.numbers[a])
+        culprit = "-".join(atoms.get_chemical_symbols()[a] for a in heavier_first)
+    atoms.info.update(reason=reason, culprit=culprit,
+                      pair=None if pair is None else list(pair))
+    return atoms
 
 
 def judge_frames(starts: Batch, frames: Batch, floor: float = 0.5, bond_ceiling: float = 1.5,

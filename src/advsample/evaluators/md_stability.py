@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
+import ase.io
 import numpy as np
 
 from advsample.stability import stability_test
@@ -17,8 +20,10 @@ class StabilityEvaluator:
     at ``temperature_K``; a run fails on a close contact (< ``floor`` Å), a starting bond
     (closer than ``bond_tolerance`` × the sum of covalent radii at the start) stretched past
     ``bond_ceiling`` × its length, or a non-finite value (see
-    ``advsample.stability``). Metrics: fraction stable, counts per failure reason, median
-    time to failure of the failed runs (fs)."""
+    ``advsample.stability``). Metrics: fraction stable, counts per failure reason and per
+    culprit (e.g. "bond broken C-H"), median time to failure of the failed runs (fs). The
+    failed runs' geometries at failure go to ``<name>_failures.extxyz`` in the generation's
+    directory (with a run directory)."""
 
     starts: list | None = None
     name: str = "stability"
@@ -36,9 +41,10 @@ class StabilityEvaluator:
 
     def evaluate(self, context) -> dict:
         """Run :func:`advsample.stability.stability_test` on ``context.committee``: fraction stable,
-        number of runs, duration (fs), temperature (K), counts per failure reason, the median
-        time to failure of the failed runs (fs; None when none failed) and the fraction stable
-        of each start's runs (list, the starts' order).
+        number of runs, duration (fs), temperature (K), counts per failure reason and per
+        reason and culprit, the median time to failure of the failed runs (fs; None when none
+        failed) and the fraction stable of each start's runs (list, the starts' order).
+        Writes the failed runs' last geometries (see the class) when any failed.
         """
         if self.starts is not None:
             starts = Batch.from_atoms(self.starts, labels=False)
@@ -53,11 +59,30 @@ class StabilityEvaluator:
                                 friction_per_fs=self.friction_per_fs, progress=self.progress)
         failed = result.time_to_failure_fs[~result.stable]
         summary = result.as_dict()
+        if result.failed_frames and context.output_dir is not None:
+            write_frames(context.output_dir / f"{self.name}_failures.extxyz",
+                         result.failed_frames)
         return {"type": self.type, "fraction_stable": result.fraction_stable,
                 "runs": summary["runs"], "duration_fs": result.duration_fs,
                 "temperature_K": result.temperature_K, "counts": summary["counts"],
+                "failures_by_culprit": result.failures_by_culprit,
                 "median_time_to_failure_fs": float(np.median(failed)) if len(failed)
                 else None, "fraction_stable_per_start": result.fraction_stable_per_start}
+
+
+def write_frames(path: Path, frames: list) -> None:
+    """``frames`` (ase.Atoms) to extxyz at ``path``, whole or not at all (a temporary file
+    renamed into place); ``info`` values that are None or lists are written as text."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for atoms in frames:
+        atoms = atoms.copy()
+        atoms.info = {k: v if isinstance(v, int | float | str) else json.dumps(v)
+                      for k, v in atoms.info.items()}
+        out.append(atoms)
+    tmp = path.with_suffix(".tmp")
+    ase.io.write(tmp, out, format="extxyz")
+    tmp.replace(path)
 
 
 def plot(entries: list[tuple[int, dict]], ax) -> None:
