@@ -339,7 +339,8 @@ class EvalTestSet(EvaluatorBase):
 
 
 class EvalStability(EvaluatorBase):
-    """NN-MD stability: fraction of Langevin runs that stay physical, time to failure."""
+    """NN-MD stability: fraction of Langevin runs that stay physical, time to failure, what
+    broke (the failed geometries go to <name>_failures.extxyz in the generation's directory)."""
 
     type: Literal["stability"] = _field("stability", "evaluator kind")
     starts: str | None = _field(None, "extxyz of start structures (null: the first initial "
