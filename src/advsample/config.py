@@ -236,6 +236,14 @@ class SamplerConfig(Strict):
     torsion_start: Literal["seed", "random"] = _field(
         "seed", "attack with torsions: every restart starts at the seed's torsions, or "
         "(random) restarts after the first start from torsions drawn uniformly in [-pi, pi)")
+    thermalize_fs: float = _field(
+        0.0, "attack: after the attack, run each attacked structure this long (fs) in "
+        "Langevin NN-MD on the committee mean at thermalize_temperature_K (time step "
+        "md_timestep_fs), then re-score it: the attack ends near a mode of the Boltzmann-"
+        "weighted uncertainty, with bonds near their relaxed lengths; thermal structures "
+        "have ~k_B T/2 per vibration on top (0: off)", ge=0)
+    thermalize_temperature_K: float = _field(300.0, "attack: temperature of the "
+                                             "thermalisation (K; the application's)", gt=0)
     random_scale: float = _field(0.1, "random: std of the Gaussian displacement (Å)", gt=0)
     md_temperature_K: float = _field(600.0, "md: NN-MD temperature (K)", gt=0)
     md_steps: int = _field(2000, "md: steps per trajectory", ge=1)

@@ -230,6 +230,10 @@ def make_sampler(config: RunConfig, generation: int, progress: bool = True):
                    interval=s.md_interval, max_uncertainty=s.md_max_uncertainty,
                    max_uncertainty_units=s.md_max_uncertainty_units,
                    config=attack_cfg, **bias)
+    if s.type == "attack":
+        return cls(config=attack_cfg, thermalize_fs=s.thermalize_fs,
+                   thermalize_temperature_K=s.thermalize_temperature_K,
+                   timestep_fs=s.md_timestep_fs)
     return cls(config=attack_cfg)
 
 
