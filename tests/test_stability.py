@@ -18,6 +18,7 @@ import ase.io
 import numpy as np
 import torch
 from ase.build import molecule
+from helpers import ElasticNetwork
 from torch import nn
 
 from advsample.committee import Committee
@@ -25,20 +26,6 @@ from advsample.stability import REASONS, judge_frames, stability_test, starting_
 from advsample.structures import Batch
 
 NH3 = molecule("NH3")
-
-
-class ElasticNetwork(nn.Module):
-    """E = ½ k Σ_{i<j} (d_ij − d⁰_ij)² for structures that are all NH3 (k in eV/Å²)."""
-
-    def __init__(self, k: float):
-        super().__init__()
-        self.k = k
-        self.register_buffer("d0", torch.cdist(*[torch.as_tensor(NH3.positions)] * 2))
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        x = batch.positions.view(-1, 4, 3)
-        stretch = torch.triu(torch.cdist(x, x) - self.d0, diagonal=1)
-        return 0.5 * self.k * stretch.pow(2).sum((1, 2))
 
 
 class Flat(nn.Module):

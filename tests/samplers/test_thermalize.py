@@ -18,7 +18,7 @@ import torch
 from ase import units
 from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
-from torch import nn
+from helpers import ElasticNetwork
 
 from advsample.attack import AttackConfig, BoltzmannPrior, attack, score
 from advsample.committee import Committee
@@ -26,24 +26,6 @@ from advsample.samplers.adversarial import AdversarialSampler, thermalized
 from advsample.structures import Batch
 
 NH3 = molecule("NH3")
-
-
-class ElasticNetwork(nn.Module):
-    """E = ½ k Σ_{i<j} (d_ij − d⁰_ij)² for structures that are all NH3 (k in eV/Å²)."""
-
-    def __init__(self, k: float):
-        super().__init__()
-        self.k = k
-        self.i, self.j = torch.triu_indices(4, 4, 1)
-        self.register_buffer("d0", self.distances(torch.as_tensor(NH3.positions)[None]))
-
-    def distances(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, 6] pair distances of [B, 4, 3] positions (twice differentiable, unlike cdist)."""
-        return (x[:, self.j] - x[:, self.i]).norm(dim=-1)
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        stretch = self.distances(batch.positions.view(-1, 4, 3)) - self.d0
-        return 0.5 * self.k * stretch.pow(2).sum(1)
 
 
 def setup(copies: int):
