@@ -35,13 +35,14 @@ Results = dict[str, list[History]]
 
 def relative(path: str | os.PathLike) -> str:
     """``path`` relative to the repository if it lies inside it or beside it (../shared/...),
-    else only its name."""
-    p = Path(path).resolve()
-    if p.is_relative_to(REPO):
-        return p.relative_to(REPO).as_posix() or "."
-    if p.is_relative_to(REPO.parent):
-        return "../" + p.relative_to(REPO.parent).as_posix()
-    return p.name
+    else only its name. Tried as written (made absolute; ../shared may be a symlink) and
+    with symlinks resolved."""
+    for p in (Path(os.path.abspath(path)), Path(path).resolve()):
+        if p.is_relative_to(REPO):
+            return p.relative_to(REPO).as_posix() or "."
+        if p.is_relative_to(REPO.parent):
+            return "../" + p.relative_to(REPO.parent).as_posix()
+    return Path(path).name
 
 
 _ROOT = re.compile(re.escape(str(REPO)) + r"(/|(?![\w.-]))")
