@@ -258,6 +258,12 @@ class SamplerConfig(Strict):
     md_max_uncertainty_units: Literal["absolute", "seeds"] = _field(
         "seeds", "md, biased_md: the trust bound in (eV/Å)² (absolute) or times the "
         "committee's mean σ²_F on the seeds (seeds)")
+    md_min_uncertainty_bound: float = _field(
+        0.01, "md, biased_md: with units seeds, the trust bound is never below this "
+        "((eV/Å)², σ_F 0.1 eV/Å): a committee that agrees almost exactly on its training data "
+        "(no bootstrap, NH3 DFT frames: 10 x its seeds' σ²_F = 2.4e-4) would stop 300 K "
+        "trajectories a few frames from their seeds; above the floor on NH3-xTB and alanine "
+        "(0.024-0.16)", ge=0)
     bias_strength: float = _field(5.0, "biased_md: depth A of the uncertainty bias, in "
                                   "bias_units (0: plain MD)", ge=0)
     bias_units: Literal["kT", "kT/atom", "eV/atom", "eV"] = _field(

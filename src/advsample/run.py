@@ -229,6 +229,7 @@ def make_sampler(config: RunConfig, generation: int, progress: bool = True):
         return cls(temperature_K=s.md_temperature_K, steps=s.md_steps, dt_fs=s.md_timestep_fs,
                    interval=s.md_interval, max_uncertainty=s.md_max_uncertainty,
                    max_uncertainty_units=s.md_max_uncertainty_units,
+                   min_uncertainty_bound=s.md_min_uncertainty_bound,
                    config=attack_cfg, **bias)
     if s.type == "attack":
         return cls(config=attack_cfg, thermalize_fs=s.thermalize_fs,

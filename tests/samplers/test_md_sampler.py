@@ -92,6 +92,20 @@ def test_trust_bound_relative_to_the_seeds_is_that_absolute_bound():
             committee, seeds, prior)
 
 
+def test_relative_trust_bound_has_a_floor():
+    committee, prior, seeds, _ = toy_setup()
+    relative = 3.0 * float(score(committee, seeds, prior)[1].detach().mean())
+
+    def bound(floor, units="seeds"):
+        return MDSampler(max_uncertainty=3.0, max_uncertainty_units=units,
+                         min_uncertainty_bound=floor).trust_bound(committee, seeds, prior)
+
+    assert bound(0.0) == pytest.approx(relative, rel=1e-12)
+    assert bound(0.5 * relative) == pytest.approx(relative, rel=1e-12)  # above: unchanged
+    assert bound(2.0 * relative) == 2.0 * relative  # a committee too sure of its seeds
+    assert bound(2.0 * relative, "absolute") == 3.0  # an absolute bound is taken as given
+
+
 def test_sanity_filters_stop_trajectories():
     # Hot NH3 on a random PaiNN committee: N–H bonds (1.02 Å) soon vibrate below 0.95 Å.
     committee = Committee.build("painn", 2, features=8, interactions=1, cutoff=3.0, n_rbf=6,

@@ -16,7 +16,11 @@ training structures), so one value holds across systems whose committees disagre
 own data by orders of magnitude differently (mean σ²_F 4e-5 (eV/Å)² on NH3, 2e-3 on alanine
 dipeptide at generation 0). Without a bound NN-MD from a young committee runs off into
 configurations tens of eV above the minimum whose labels teach nothing about the application
-(docs/benchmarks/alanine.md).
+(docs/benchmarks/alanine.md). A relative bound is never below ``min_uncertainty_bound``
+((eV/Å)²): a committee whose members agree almost exactly on their training data (trained
+without bootstrap on the paper's NH3 DFT frames: mean σ²_F 2.4e-5 on the seeds) would
+otherwise stop 300 K trajectories within a few frames of their seeds (10x that is σ_F
+0.015 eV/Å), leaving nothing distinct to label (3 of 20 picks; 20 with the floor 0.01).
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ class MDSampler:
     temperature_K: thermostat temperature (K); steps: MD steps per trajectory; dt_fs: time
     step (fs); friction_per_fs: Langevin friction γ (1/fs); interval: steps between recorded
     frames; max_uncertainty: trust bound on σ²_F in ``max_uncertainty_units``, None for no
-    bound: "absolute" ((eV/Å)²) or "seeds" (times the mean σ²_F of the seeds).
+    bound: "absolute" ((eV/Å)²) or "seeds" (times the mean σ²_F of the seeds, but at least
+    ``min_uncertainty_bound`` (eV/Å)²).
     Of ``config`` the MD uses restarts (trajectories per seed), seed (random numbers),
     reduce (σ²_F over atoms), min_distance and energy_ceiling (sanity filters) and progress.
     """
@@ -64,6 +69,7 @@ class MDSampler:
     interval: int = 10
     max_uncertainty: float | None = None
     max_uncertainty_units: str = "absolute"
+    min_uncertainty_bound: float = 0.0
     config: AttackConfig = field(default_factory=AttackConfig)
     name: str = "md"
 
@@ -81,7 +87,8 @@ class MDSampler:
         if self.max_uncertainty_units == "absolute":
             return float(self.max_uncertainty)
         _, variance, _ = score(committee, seeds.without_labels(), prior, self.config.reduce)
-        return self.max_uncertainty * float(variance.detach().mean())
+        return max(self.max_uncertainty * float(variance.detach().mean()),
+                   self.min_uncertainty_bound)
 
     def forces_fn(self, committee: Committee, seeds: Batch):
         """positions batch -> (energy [B], forces [N, 3]) the dynamics integrates: the
