@@ -10,7 +10,9 @@ lengths of torsion-attack labels deviate 0.018 Å (RMS) from the relaxed ones, t
 MD frames 0.025-0.029 Å, and the attack's committees broke their C-C bonds in 300 K NN-MD
 more often than MD-AL's. A few tens of fs of Langevin NN-MD from each attacked structure at
 the application temperature keep the structure the attack found (torsions barely move in
-that time) and give its bonds their thermal spread.
+that time) and give its bonds their thermal spread. On alanine that made the committees
+stable sooner but found the rare basins later and fitted the relaxed scan worse
+(docs/benchmarks/alanine_thermalize.md), so it is off by default.
 """
 
 from __future__ import annotations
