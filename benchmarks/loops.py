@@ -97,13 +97,16 @@ def before_sampling(config: dict) -> dict:
 
 def _loop(config: dict, seed: int, run_dir: Path, unstarted: bool | None = None):
     """The loop of ``config`` with ``seed`` in ``run_dir`` (resumed when there; a run that
-    had not trained generation 0, ``unstarted``, takes ``config``, as the CLI does), logging
-    with the run's name, on one thread."""
+    had not trained generation 0, ``unstarted``, takes ``config``, as the CLI does, and a
+    started one its stored config with the limits raised to ``config``'s loop.generations and
+    loop.label_budget where those are higher: ``advsample.run.extend``), logging with the
+    run's name, on one thread."""
     import logging
 
     import torch
 
-    from advsample.run import resume
+    from advsample.config import load_config
+    from advsample.run import extend, resume
     from advsample.runtime import tune_allocator
 
     torch.set_num_threads(1)
@@ -115,6 +118,14 @@ def _loop(config: dict, seed: int, run_dir: Path, unstarted: bool | None = None)
     if unstarted or not (run_dir / "config.yaml").exists():
         (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "seed": seed},
                                                             sort_keys=False))
+    else:  # a started loop keeps its config, but runs on when the method's limits grew
+        wanted, stored = config.get("loop") or {}, load_config(run_dir / "config.yaml").loop
+
+        def raised(key: str) -> int | None:
+            value, now = wanted.get(key), getattr(stored, key)
+            return value if None not in (value, now) and value > now else None  # None: no limit
+
+        extend(run_dir, raised("generations"), raised("label_budget"))
     return resume(run_dir, progress=False)
 
 

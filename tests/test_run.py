@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import ase.io
+import pytest
 from helpers import labelled_nh3
 
 from advsample.run import start
@@ -110,3 +111,39 @@ def test_oracle_failures_are_recorded_and_the_run_goes_on(tmp_path):
     assert state["failed"] == len(failed)
     assert len(al.store.training_atoms()) == 10 + len(rows) - len(failed)
     assert (tmp_path / "run" / "generations" / "gen_001" / "committee.pt").exists()
+
+
+def test_extending_a_finished_run_keeps_its_work_and_runs_on(tmp_path):
+    from advsample.config import ConfigError, load_config
+    from advsample.run import run
+
+    cfg = _write_config(tmp_path, "{type: emt}", generations=1, max_new=4)
+    run_dir = tmp_path / "run"
+    first = run(cfg, run_dir, progress=False)
+    assert first["generation"] == 1
+    before = {r["id"]: (r["energy"], r["status"]) for r in Store(run_dir / "labels.db").rows()}
+    checkpoint = run_dir / "generations" / "gen_001" / "committee.pt"
+    stamp = checkpoint.stat().st_mtime_ns
+    with pytest.raises(ConfigError, match="config.yaml: loop.generations: 0 is below"):
+        run(run_dir, progress=False, generations=0)
+
+    state = run(run_dir, progress=False, generations=2)
+    assert state["generation"] == 2 and "reached 2 generations" in state["reason"]
+    assert load_config(run_dir / "config.yaml").loop.generations == 2
+    assert "loop.generations 1 -> 2" in (run_dir / "config.yaml").read_text()
+    assert load_config(run_dir / "config.original.yaml").loop.generations == 1
+    after = {r["id"]: (r["energy"], r["status"]) for r in Store(run_dir / "labels.db").rows()}
+    assert {k: after[k] for k in before} == before  # nothing relabelled or lost
+    assert Store(run_dir / "labels.db").count(generation=2) > 0
+    assert checkpoint.stat().st_mtime_ns == stamp  # generation 1 not retrained
+    assert (run_dir / "generations" / "gen_002" / "committee.pt").exists()
+
+
+def test_raising_limits_needs_an_existing_run(tmp_path):
+    from advsample.config import ConfigError
+    from advsample.run import run
+
+    cfg = _write_config(tmp_path, "{type: emt}")
+    with pytest.raises(ConfigError, match="raise the limits of an existing run"):
+        run(cfg, tmp_path / "new", progress=False, generations=3)
+    assert not (tmp_path / "new").exists()

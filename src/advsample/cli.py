@@ -23,7 +23,8 @@ def cmd_run(args) -> None:
     the run directory locked until the report is written)."""
     from advsample.run import run
 
-    state = run(args.config, args.run_dir, progress=not args.quiet)  # logs the run directory
+    state = run(args.config, args.run_dir, progress=not args.quiet,  # logs the run directory
+                generations=args.generations, label_budget=args.label_budget)
     print(f"stopped: {state['reason']}; {state['labels']} labels "
           f"({state['failed']} failed); report: {state['report']}")
 
@@ -295,6 +296,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="YAML configuration, or an existing run directory")
     r.add_argument("--run-dir", help="where the run lives (default runs/<config name>)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--generations", type=int, metavar="N",
+                   help="continue an existing run up to N generations (raises loop.generations "
+                        "in its stored config.yaml)")
+    r.add_argument("--label-budget", type=int, metavar="N",
+                   help="continue an existing run up to N oracle calls after its initial data "
+                        "(raises loop.label_budget)")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("status", help="where a run stands")

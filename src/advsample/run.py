@@ -3,7 +3,9 @@ evaluators, initial data) from a :class:`~advsample.config.RunConfig` and a run 
 
 Layout of a run directory (see ``advsample.loop`` for the per-generation files)::
 
-    config.yaml          the configuration the run was started with
+    config.yaml          the configuration the run was started with (limits raised by
+                         :func:`extend`, each change recorded in its first lines)
+    config.original.yaml the configuration as started, when :func:`extend` changed it
     labels.db            every structure with labels and provenance (advsample.store)
     initial/             initial data made with the oracle: cache and state (initial_stage)
     evaluators/          reference data evaluators computed once (e.g. a generated path)
@@ -14,14 +16,16 @@ Layout of a run directory (see ``advsample.loop`` for the per-generation files):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import shutil
 import time
 from functools import partial
 from pathlib import Path
 
 from advsample.attack import AttackConfig
-from advsample.config import RunConfig, load_config
+from advsample.config import ConfigError, RunConfig, load_config, parse_config
 from advsample.evaluators import (
     CoverageEvaluator,
     GridEvaluator,
@@ -44,7 +48,8 @@ log = logging.getLogger("advsample")
 CONFIG_NAME = "config.yaml"
 
 
-def run(target: str | Path, run_dir: str | Path | None = None, progress: bool = True) -> dict:
+def run(target: str | Path, run_dir: str | Path | None = None, progress: bool = True,
+        generations: int | None = None, label_budget: int | None = None) -> dict:
     """Run or continue a loop, then write its report: ``advsample run`` in one call.
 
     ``target`` is a YAML configuration (a new run in ``run_dir``, default runs/<file stem>,
@@ -55,6 +60,8 @@ def run(target: str | Path, run_dir: str | Path | None = None, progress: bool = 
     that fails to start leaves no ``config.yaml`` (nor empty directories) behind, so the
     corrected file is taken next time. Returns the loop's final state (see
     :meth:`ActiveLearning.run`) with ``run_dir`` and ``report`` (the report's path).
+    ``generations`` / ``label_budget``: raise an existing run's limits first (:func:`extend`);
+    for a new run they belong in its YAML file (ConfigError otherwise).
     """
     from advsample.report import write_report
     from advsample.runlock import RunLock
@@ -70,7 +77,14 @@ def run(target: str | Path, run_dir: str | Path | None = None, progress: bool = 
     run_dir.mkdir(parents=True, exist_ok=True)  # the lock lives in it
     try:
         with RunLock(run_dir), naming_store(run_dir):
+            limits = generations is not None or label_budget is not None
+            if limits and not (run_dir / CONFIG_NAME).exists():
+                raise ConfigError(f"{target}: --generations/--label-budget raise the limits of "
+                                  "an existing run; a new run takes loop.generations and "
+                                  "loop.label_budget from its YAML file")
             al = _start_or_resume(target, run_dir, progress)
+            if limits and extend(run_dir, generations, label_budget):
+                al = resume(run_dir, progress)  # rebuilt on the raised limits
             log.info("run directory: %s", al.run_dir)
             state = al.run()
             state.update(run_dir=al.run_dir, report=write_report(al.run_dir))
@@ -79,6 +93,70 @@ def run(target: str | Path, run_dir: str | Path | None = None, progress: bool = 
             with contextlib.suppress(OSError):
                 d.rmdir()
     return state
+
+
+def extend(run_dir: str | Path, generations: int | None = None,
+           label_budget: int | None = None) -> dict:
+    """Raise the limits of the run in ``run_dir`` so that continuing it runs on: its stored
+    ``loop.generations`` and/or ``loop.label_budget`` become the values given.
+
+    Only these two change (nothing done is redone: finished generations, labels and
+    committees are kept, and the loop continues after its last generation). A limit can
+    only be raised: a lower one is a ConfigError naming the file. The stored file is
+    rewritten atomically with one comment line per change at its top; the text the run
+    started with is kept once in ``config.original.yaml``. A run that stopped on a sampling
+    rule (plateau, gate) stops there again: a warning says so. Returns {key: (old, new)}
+    of what changed (empty: nothing to do). Call it while no process runs the loop
+    (``advsample run --generations`` holds the run's lock).
+    """
+    import yaml
+
+    run_dir = Path(run_dir)
+    stored = run_dir / CONFIG_NAME
+    config = load_config(stored)
+    wanted = {"generations": generations, "label_budget": label_budget}
+    changes = {}
+    for key, new in wanted.items():
+        if new is None:
+            continue
+        old = getattr(config.loop, key)
+        if key == "generations" and new < old:
+            raise ConfigError(f"{stored}: loop.generations: {new} is below the run's {old} "
+                              "(a limit can only be raised)")
+        if key == "label_budget" and old is not None and new < old:
+            raise ConfigError(f"{stored}: loop.label_budget: {new} is below the run's {old} "
+                              "(a limit can only be raised)")
+        if new != old:
+            changes[key] = (old, new)
+    if not changes:
+        return {}
+    data = yaml.safe_load(stored.read_text())
+    loop = data.setdefault("loop", {}) or {}
+    data["loop"] = loop
+    for key, (_, new) in changes.items():
+        loop[key] = new
+    parse_config(data, str(stored))  # the new limits validated before anything is written
+    original = run_dir / "config.original.yaml"
+    if not original.exists():
+        shutil.copyfile(stored, original)
+    history = [line for line in stored.read_text().splitlines()
+               if line.startswith("# extended:")]
+    when = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    history += [f"# extended: loop.{key} {old} -> {new} on {when}"
+                for key, (old, new) in changes.items()]
+    text = "\n".join(history) + "\n" + yaml.safe_dump(data, sort_keys=False)
+    partial_file = stored.with_name(CONFIG_NAME + ".partial")
+    partial_file.write_text(text)
+    os.replace(partial_file, stored)
+    for key, (old, new) in changes.items():
+        log.info("%s: loop.%s %s -> %s", run_dir, key, old, new)
+    stop = run_dir / "stopped.json"
+    if stop.exists():
+        reason = json.loads(stop.read_text()).get("reason", "")
+        if not reason.startswith(("reached", "label budget")):  # a sampling stop rule held
+            log.warning("%s stopped because %s: continuing it will stop there again unless "
+                        "that rule changes", run_dir, reason)
+    return changes
 
 
 def _start_or_resume(target: Path, run_dir: Path, progress: bool) -> ActiveLearning:

@@ -229,3 +229,28 @@ def test_shipped_configs_validate_with_every_method(files, tmp_path):
     config = loops.configure(files, tmp_path / "reference", [])
     for method in config.get("methods", {}):
         assert loops.method_config(config, method)["sampler"]["type"]
+
+
+def test_a_started_loop_runs_on_when_its_method_gets_more_generations(tmp_path):
+    from advsample.config import load_config
+
+    config = {"seed": 0, "system": {"molecule": "NH3"}, "oracle": {"type": "emt"},
+              "initial": {"method": "normal_modes", "frames": 4},
+              "loop": {"generations": 2}}
+    run_dir = tmp_path / "repeat_0"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    (run_dir / loops.CHECKPOINT_0).parent.mkdir(parents=True)
+    (run_dir / loops.CHECKPOINT_0).write_bytes(b"")  # marks generation 0 as trained
+
+    def stored():
+        return load_config(run_dir / "config.yaml").loop
+
+    loops._loop(loops.merge(config, {"loop": {"generations": 5, "label_budget": 40}}), 0,
+                run_dir)
+    assert stored().generations == 5
+    assert stored().label_budget is None  # no limit stays no limit
+    loops._loop(loops.merge(config, {"loop": {"generations": 3}}), 0, run_dir)
+    assert stored().generations == 5  # never lowered
+    assert loops.merge(config, {"seed": 0}) == yaml.safe_load(
+        (run_dir / "config.original.yaml").read_text())
