@@ -320,8 +320,10 @@ class ConvergenceSettings(Strict):
 class LoopSettings(Strict):
     """How long the run goes."""
 
-    generations: int = _field(5, "sampling rounds after generation 0", ge=1)
-    label_budget: int | None = _field(None, "most oracle calls after the initial data", ge=1)
+    generations: int = _field(5, "sampling rounds after generation 0 (a finished run goes on "
+                              "with advsample run RUN_DIR --generations N)", ge=1)
+    label_budget: int | None = _field(None, "most oracle calls after the initial data "
+                                      "(raised for a run with --label-budget N)", ge=1)
     convergence: ConvergenceSettings = Field(default_factory=ConvergenceSettings,
                                              description="the uncertainty stop")
 
