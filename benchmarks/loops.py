@@ -97,16 +97,13 @@ def before_sampling(config: dict) -> dict:
 
 def _loop(config: dict, seed: int, run_dir: Path, unstarted: bool | None = None):
     """The loop of ``config`` with ``seed`` in ``run_dir`` (resumed when there; a run that
-    had not trained generation 0, ``unstarted``, takes ``config``, as the CLI does, and a
-    started one its stored config with the limits raised to ``config``'s loop.generations and
-    loop.label_budget where those are higher: ``advsample.run.extend``), logging with the
-    run's name, on one thread."""
+    had not trained generation 0, ``unstarted``, takes ``config``, as the CLI does), logging
+    with the run's name, on one thread."""
     import logging
 
     import torch
 
-    from advsample.config import load_config
-    from advsample.run import extend, resume
+    from advsample.run import resume
     from advsample.runtime import tune_allocator
 
     torch.set_num_threads(1)
@@ -118,14 +115,6 @@ def _loop(config: dict, seed: int, run_dir: Path, unstarted: bool | None = None)
     if unstarted or not (run_dir / "config.yaml").exists():
         (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "seed": seed},
                                                             sort_keys=False))
-    else:  # a started loop keeps its config, but runs on when the method's limits grew
-        wanted, stored = config.get("loop") or {}, load_config(run_dir / "config.yaml").loop
-
-        def raised(key: str) -> int | None:
-            value, now = wanted.get(key), getattr(stored, key)
-            return value if None not in (value, now) and value > now else None  # None: no limit
-
-        extend(run_dir, raised("generations"), raised("label_budget"))
     return resume(run_dir, progress=False)
 
 
@@ -307,17 +296,52 @@ def label_energy_table(energies: dict, temperature_K: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def raise_limits(configs: dict[str, dict], repeats: int, work_dir: Path) -> None:
+    """Loops that started with lower limits than their method has now (loop.generations,
+    loop.label_budget) get the new ones (``advsample.run.extend``: only those two keys of
+    the stored config change) and lose their cached history.json, so they run on from their
+    last generation. A loop another process runs now is left alone (said on stdout)."""
+    from advsample.config import load_config
+    from advsample.run import extend
+    from advsample.runlock import RunLock, RunLocked
+
+    for m, config in configs.items():
+        wanted = config.get("loop") or {}
+        for k in range(repeats):
+            run_dir = work_dir / m / f"repeat_{k}"
+            if not ((run_dir / "config.yaml").exists() and _trained_generation_0(run_dir)):
+                continue
+            stored = load_config(run_dir / "config.yaml").loop
+            raised = {key: wanted.get(key) for key in ("generations", "label_budget")
+                      if None not in (wanted.get(key), getattr(stored, key))  # None: no limit
+                      and wanted[key] > getattr(stored, key)}
+            if not raised:
+                continue
+            try:
+                with RunLock(run_dir):
+                    changes = extend(run_dir, **raised)
+                    (run_dir / "history.json").unlink(missing_ok=True)
+            except RunLocked as exc:
+                print(f"{common.relative(run_dir)}: limits not raised ({exc})", flush=True)
+                continue
+            print(f"{common.relative(run_dir)}: " + ", ".join(
+                f"loop.{key} {old} -> {new}" for key, (old, new) in changes.items())
+                + "; it runs on", flush=True)
+
+
 def run_methods(config: dict, args) -> None:
     """Every method x repeat of ``config``. The methods whose generation 0 depends on nothing
     they do not share (the same config but for SAMPLING_KEYS) start from one generation 0
     per repeat, made first in <work dir>/generation_0/: it is the same committee in every
-    one of them, and its evaluation (long NN-MD tests) is paid once."""
+    one of them, and its evaluation (long NN-MD tests) is paid once. Finished loops whose
+    method now has higher limits run on (:func:`raise_limits`)."""
     configs = {m: method_config(config, m) for m in args.methods}
     first = before_sampling(configs[args.methods[0]])
     sharing = [m for m in args.methods if before_sampling(configs[m]) == first]
     if len(sharing) > 1:
         common.run_repeats({GENERATION_0: partial(run_generation_0, configs[sharing[0]])},
                            args.repeats, args.work_dir, args.workers)
+    raise_limits(configs, args.repeats, args.work_dir)
     fns = {m: partial(run_loop, configs[m]) for m in args.methods}
     for m in sharing if len(sharing) > 1 else []:
         fns[m] = partial(_shared_loop, configs[m], args.work_dir / GENERATION_0)

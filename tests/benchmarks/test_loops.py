@@ -231,26 +231,30 @@ def test_shipped_configs_validate_with_every_method(files, tmp_path):
         assert loops.method_config(config, method)["sampler"]["type"]
 
 
-def test_a_started_loop_runs_on_when_its_method_gets_more_generations(tmp_path):
+def test_finished_loops_run_on_when_their_method_gets_more_generations(tmp_path, capsys):
     from advsample.config import load_config
 
     config = {"seed": 0, "system": {"molecule": "NH3"}, "oracle": {"type": "emt"},
               "initial": {"method": "normal_modes", "frames": 4},
               "loop": {"generations": 2}}
-    run_dir = tmp_path / "repeat_0"
-    run_dir.mkdir()
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
-    (run_dir / loops.CHECKPOINT_0).parent.mkdir(parents=True)
-    (run_dir / loops.CHECKPOINT_0).write_bytes(b"")  # marks generation 0 as trained
+    for k in range(2):
+        run_dir = tmp_path / "md" / f"repeat_{k}"
+        (run_dir / loops.CHECKPOINT_0).parent.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "seed": k}))
+        (run_dir / "history.json").write_text("[]")  # finished
+    (tmp_path / "md" / "repeat_0" / loops.CHECKPOINT_0).write_bytes(b"")  # repeat 1 unstarted
 
-    def stored():
-        return load_config(run_dir / "config.yaml").loop
+    def stored(k):
+        return load_config(tmp_path / "md" / f"repeat_{k}" / "config.yaml").loop
 
-    loops._loop(loops.merge(config, {"loop": {"generations": 5, "label_budget": 40}}), 0,
-                run_dir)
-    assert stored().generations == 5
-    assert stored().label_budget is None  # no limit stays no limit
-    loops._loop(loops.merge(config, {"loop": {"generations": 3}}), 0, run_dir)
-    assert stored().generations == 5  # never lowered
-    assert loops.merge(config, {"seed": 0}) == yaml.safe_load(
-        (run_dir / "config.original.yaml").read_text())
+    more = loops.merge(config, {"loop": {"generations": 5, "label_budget": 40}})
+    loops.raise_limits({"md": more}, 2, tmp_path)
+    assert stored(0).generations == 5 and stored(0).label_budget is None  # no limit stays
+    assert not (tmp_path / "md" / "repeat_0" / "history.json").exists()  # it will run on
+    assert "loop.generations 2 -> 5; it runs on" in capsys.readouterr().out
+    assert stored(1).generations == 2  # a loop without generation 0 starts from the config
+    assert (tmp_path / "md" / "repeat_1" / "history.json").exists()
+    loops.raise_limits({"md": loops.merge(config, {"loop": {"generations": 3}})}, 2, tmp_path)
+    assert stored(0).generations == 5  # never lowered
+    assert {**config, "seed": 0} == yaml.safe_load(
+        (tmp_path / "md" / "repeat_0" / "config.original.yaml").read_text())
