@@ -245,6 +245,46 @@ def target_summary(results: Results, criteria: dict[str, tuple[str, float]],
     return out
 
 
+def meeting_by_generation(results: Results, criteria: dict[str, tuple[str, float]],
+                          labels_key: str = "labels") -> dict[str, dict]:
+    """Per method and generation: how many repeats meet every criterion there ("met"), out
+    of those where every criterion's metric was evaluated ("of"), and their median label
+    count ("labels"), as {method: {"generation": [...], "met": [...], "of": [...],
+    "labels": [...]}}. Unlike labels to target (the first generation meeting it), this shows
+    whether a loop that got there stays there."""
+    out = {}
+    for m, histories in results.items():
+        rows = [{int(metric(r, "generation")): r for r in h} for h in histories]
+        gens = sorted({g for h in rows for g in h})
+        entry = {"generation": gens, "met": [], "of": [], "labels": []}
+        for g in gens:
+            at = [h[g] for h in rows if g in h]
+            judged = [r for r in at if all(not math.isnan(metric(r, k)) for k in criteria)]
+            entry["met"].append(sum(all(OPS[op](metric(r, k), t) for k, (op, t) in
+                                        criteria.items()) for r in judged))
+            entry["of"].append(len(judged))
+            entry["labels"].append(median_ci([metric(r, labels_key) for r in at], n_boot=1)[0])
+        out[m] = entry
+    return out
+
+
+def table_meeting_by_generation(results: Results, criteria: dict[str, tuple[str, float]],
+                                labels_key: str = "labels") -> str:
+    """Markdown table of :func:`meeting_by_generation`: a row per generation, per method a
+    cell "met/of (median labels)", "–" where no repeat was judged."""
+    summary = meeting_by_generation(results, criteria, labels_key)
+    gens = sorted({g for e in summary.values() for g in e["generation"]})
+    lines = ["| generation | " + " | ".join(summary) + " |", "|---" * (len(summary) + 1) + "|"]
+    for g in gens:
+        cells = []
+        for e in summary.values():
+            i = e["generation"].index(g) if g in e["generation"] else None
+            cells.append("–" if i is None or not e["of"][i] else
+                         f"{e['met'][i]}/{e['of'][i]} ({format_value(e['labels'][i], '.0f')})")
+        lines.append(f"| {g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def format_value(value: float | None, fmt: str = ".3g", inf: str = "not reached") -> str:
     """``value`` formatted with ``fmt``; None/inf as ``inf``, NaN as "–"."""
     if value is None or value == math.inf:

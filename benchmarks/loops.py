@@ -385,6 +385,8 @@ def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict
     summary = {"target": {k: list(v) for k, v in target.items()},
                "labels_to_target": common.target_summary(results, target, "labels_added"),
                "nn_seconds_to_target": common.target_summary(results, target, "nn_seconds"),
+               "meeting_by_generation": common.meeting_by_generation(results, target,
+                                                                    "labels_added"),
                "targets": {n: {"criteria": {k: list(v) for k, v in c.items()},
                                "labels": common.target_summary(results, c, "labels_added"),
                                "nn_seconds": common.target_summary(results, c, "nn_seconds")}
@@ -413,7 +415,10 @@ def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict
         lines += [f"## {what}labels added to reach {common.criteria_text(criteria)}", "",
                   common.table_labels_to_target(results, criteria, "labels_added"),
                   "NN seconds to reach it (same runs):", "",
-                  common.table_labels_to_target(results, criteria, "nn_seconds")]
+                  common.table_labels_to_target(results, criteria, "nn_seconds"),
+                  "Repeats meeting it at each generation, of those evaluated there (median "
+                  "labels added): whether a loop that got there stays there.", "",
+                  common.table_meeting_by_generation(results, criteria, "labels_added")]
     lines += ["## Compute per loop", "", compute_table(results)]
     lines += ["## Label energies per repeat", "",
               "Oracle energies of each loop's added labels above the lowest initial energy of "

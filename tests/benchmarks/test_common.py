@@ -50,6 +50,20 @@ def test_labels_to_target_per_repeat():
     assert summary["hi"] == math.inf
 
 
+def test_meeting_by_generation_counts_judged_repeats_and_falling_back():
+    # repeat 3 meets the target at generation 1 and loses it at 2
+    repeat3 = [row(0, 0, 0.1, 0.5), row(1, 20, 0.01, 1.0), row(2, 40, 0.03, 1.0)]
+    e = common.meeting_by_generation({"a": [REPEAT0, REPEAT1, REPEAT2, repeat3]},
+                                     CRITERIA)["a"]
+    assert e["generation"] == [0, 1, 2, 3]
+    assert e["met"] == [0, 1, 1, 2]
+    assert e["of"] == [4, 3, 3, 2]  # repeat 1's NaN/None errors are not judged
+    assert e["labels"] == [0, 20, 40, 60]
+    text = common.table_meeting_by_generation({"a": [REPEAT0, repeat3]}, CRITERIA)
+    assert "| 1 | 1/2 (20) |" in text and "| 2 | 1/2 (40) |" in text
+    assert "| 3 | 1/1 (60) |" in text
+
+
 def test_median_ci_known_values():
     med, lo, hi = common.median_ci([5, 1, 3, 2, 4])
     assert med == 3 and lo <= med <= hi and 1 <= lo and hi <= 5
