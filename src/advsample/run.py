@@ -102,7 +102,8 @@ def extend(run_dir: str | Path, generations: int | None = None,
 
     Only these two change (nothing done is redone: finished generations, labels and
     committees are kept, and the loop continues after its last generation). A limit can
-    only be raised: a lower one is a ConfigError naming the file. The stored file is
+    only be raised (a label budget may also be set on a run without one): a lower one is a
+    ConfigError naming the file. The stored file is
     rewritten atomically with one comment line per change at its top; the text the run
     started with is kept once in ``config.original.yaml``. A run that stopped on a sampling
     rule (plateau, gate) stops there again: a warning says so. Returns {key: (old, new)}
@@ -119,12 +120,9 @@ def extend(run_dir: str | Path, generations: int | None = None,
     for key, new in wanted.items():
         if new is None:
             continue
-        old = getattr(config.loop, key)
-        if key == "generations" and new < old:
-            raise ConfigError(f"{stored}: loop.generations: {new} is below the run's {old} "
-                              "(a limit can only be raised)")
-        if key == "label_budget" and old is not None and new < old:
-            raise ConfigError(f"{stored}: loop.label_budget: {new} is below the run's {old} "
+        old = getattr(config.loop, key)  # label_budget None: no budget yet
+        if old is not None and new < old:
+            raise ConfigError(f"{stored}: loop.{key}: {new} is below the run's {old} "
                               "(a limit can only be raised)")
         if new != old:
             changes[key] = (old, new)
