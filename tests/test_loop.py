@@ -32,7 +32,7 @@ def toy_config(**overrides) -> dict:
         "evaluate": [{"type": "grid", "resolution": 40}],
     }
     for key, value in overrides.items():
-        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
     return cfg
 
 
@@ -56,6 +56,31 @@ def test_toy_generations_lower_the_grid_error_inside_the_box():
     stored = np.array([a.get_potential_energy() for a in al.store.training_atoms()
                        if a.info["generation"] > 0])
     np.testing.assert_allclose(stored, surface.energy(new))  # labels are the surface's
+
+
+def test_parallel_run_on_worker_processes_lowers_the_error_with_one_pool(monkeypatch):
+    """train.parallel + sampler.parallel on 2 worker processes: the run works as in one
+    process (labels counted, the workers' NN evaluations counted, the error falls), and
+    one process pool serves all its stages (labels, training, sampling)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    pools = []
+    original = ProcessPoolExecutor.__init__
+
+    def counting(self, *args, **kwargs):
+        pools.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "__init__", counting)
+    cfg = toy_config(train={"parallel": True}, sampler={"parallel": True},
+                     executor={"kind": "processes", "workers": 2})
+    al = build(parse_config(cfg), None, progress=False)
+    al.run()
+    history = al.history()
+    assert len(pools) == 1
+    assert 0 < history[1]["new_labels"] <= 20
+    assert history[0]["sampling"]["nn_evaluations"] >= history[0]["labels"] * 2 * 100
+    assert history[2]["grid"]["rmse_grid"] < history[0]["grid"]["rmse_grid"]
 
 
 def test_convergence_rule_target_and_plateau():

@@ -192,6 +192,36 @@ def test_members_trained_separately_match_fit():
     assert a.as_dict() == b.as_dict()
 
 
+def test_member_groups_on_two_workers_match_fit():
+    """5 members on 2 workers: groups [0, 1, 2] and [3, 4] trained as committees of their
+    own give fit's weights, epochs (members stop at different epochs) and history."""
+    from advsample.executors import InProcessExecutor
+
+    class TwoWorkersHere(InProcessExecutor):
+        workers = 2
+
+    jobs = []
+
+    class Spy(TwoWorkersHere):
+        def map(self, fn, batch):
+            jobs.extend(batch)
+            return super().map(fn, batch)
+
+    data = toy_data(160, seed=4)
+    split = (torch.arange(12, data.n_structures), torch.arange(12))
+    cfg = TrainConfig(epochs=80, batch_size=16, patience=2, seed=5, min_epochs=0)
+    together = Committee.build("mlp", 5, dim=2, width=16, depth=2, seed=9)
+    grouped = Committee.build("mlp", 5, dim=2, width=16, depth=2, seed=9)
+    a = fit(together, data, cfg, split=split)
+    b = fit_members_separately(grouped, data, cfg, Spy(), split=split)
+    assert [len(job[2]) for job in jobs] == [3, 2] and [job[5] for job in jobs] == [0, 3]
+    for p, q in zip(together.parameters(), grouped.parameters()):
+        torch.testing.assert_close(p, q)
+    assert len(set(a.member_epochs)) > 1 and a.member_epochs == b.member_epochs
+    np.testing.assert_allclose(a.history, b.history, rtol=1e-6)
+    assert a.val_forces_rmse == pytest.approx(b.val_forces_rmse, rel=1e-6)
+
+
 def test_members_trained_separately_on_dask_match_sequential_training():
     from advsample.executors import make_executor
 

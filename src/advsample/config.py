@@ -172,7 +172,9 @@ class TrainSettings(Strict):
     bootstrap: bool = _field(True, "each member trains on its own bootstrap resample of the "
                              "training split (members differ by data, not only by weights)")
     warm_start: bool = _field(False, "start generation g from generation g-1's weights")
-    parallel: bool = _field(False, "train members separately on the executor's workers")
+    parallel: bool = _field(False, "train the members in groups, one group per executor "
+                            "worker, at the same time (the weights one process gives, to "
+                            "round-off)")
 
 
 class SamplerConfig(Strict):
@@ -274,6 +276,21 @@ class SamplerConfig(Strict):
     bias_width_units: Literal["seeds", "eV"] = _field(
         "seeds", "biased_md: B relative to the committee's energy spread on the seeds (the "
         "pull is largest at width^2 / 2 times their per-atom energy variance), or in eV")
+    parallel: bool = _field(
+        False, "split the seeds over the executor's workers, one chunk each, sampled at the "
+        "same time (attack, random; md with md_max_uncertainty null or in absolute units); "
+        "chunk c draws its random numbers from the seed + c x 7919, so results depend on "
+        "the number of workers")
+
+    @model_validator(mode="after")
+    def _splittable(self):
+        if self.parallel and not (self.type in ("attack", "random") or (
+                self.type == "md" and (self.md_max_uncertainty is None
+                                       or self.md_max_uncertainty_units == "absolute"))):
+            raise ValueError(f"parallel: sampler {self.type} cannot split its seeds over "
+                             "workers (attack, random, or md with md_max_uncertainty null "
+                             "or in absolute units)")
+        return self
 
 
 class SelectSettings(Strict):
@@ -329,7 +346,7 @@ class LoopSettings(Strict):
 
 
 class ExecutorSettings(Strict):
-    """Where oracle calls (and parallel training) run."""
+    """Where oracle calls (and parallel training and sampling) run."""
 
     kind: Literal["inprocess", "processes", "dask"] = _field(
         "inprocess", "in this process, in local worker processes, or on a Dask cluster")
@@ -495,4 +512,5 @@ def parse_config(data: dict, source: str = "<config>") -> RunConfig:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "<top>"
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = msg.removeprefix("Value error, ")  # a validator's own message, as written
         raise ConfigError(f"{source}: {key}: {msg}") from None

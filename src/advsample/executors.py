@@ -9,14 +9,20 @@ Every executor has the same call::
 completion order, not input order), so results can be committed one by one. An error inside
 a worker (including a worker that died) becomes a failed :class:`LabelResult`; it is never
 raised.
+
+The same workers can run the committee's own work (``map``): members trained in groups
+(``train.parallel``), seeds attacked in chunks (``sampler.parallel``). Such a job wraps its
+torch work in :func:`worker_threads` so that workers share the cores instead of each
+starting one thread per core.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -41,7 +47,13 @@ def _label_one(oracle: Oracle, atoms: Atoms) -> LabelResult:
 
 
 class Executor(ABC):
-    """Runs ``oracle.label`` over many structures; a context manager that closes itself."""
+    """Runs ``oracle.label`` over many structures; a context manager that closes itself.
+
+    ``workers``: how many jobs run at once (1 in this process), the number of parts that
+    parallel training and sampling split their work into.
+    """
+
+    workers: int = 1
 
     def label(
         self, oracle: Oracle, items: Items, on_result: OnResult, progress: bool = True
@@ -215,6 +227,24 @@ def _init_worker(threads: int) -> None:
     large freed tensors in the heap (members may be trained here)."""
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     tune_allocator()
+
+
+@contextlib.contextmanager
+def worker_threads() -> Iterator[None]:
+    """Inside a worker process, torch uses ``OMP_NUM_THREADS`` threads (the pool's share of
+    the cores, 1 when unset) for the duration; restored afterwards. In the main process
+    (in-process executor) nothing changes: the run keeps its own thread setting."""
+    import torch
+
+    if multiprocessing.parent_process() is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS") or 1)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _result_of(future) -> LabelResult:

@@ -27,6 +27,7 @@ a configuration.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -42,6 +43,7 @@ import torch
 from advsample.attack import AUTO_KT_MULTIPLE, BoltzmannPrior, Candidates
 from advsample.calibration import Calibration, fresh_label_record
 from advsample.committee import Committee
+from advsample.samplers.parallel import ParallelSampler
 from advsample.screening import LabelScreen, energy_ceilings
 from advsample.select import (
     SelectConfig,
@@ -168,7 +170,8 @@ class LoopSettings:
     generations: sampling rounds after generation 0; label_budget: most oracle calls after
     the initial data (None: no limit); model, committee_size, hyperparameters: the committee;
     train: training settings (its seed is set per generation); warm_start: start generation
-    g from g − 1's weights; parallel_training: one member per executor worker; kT: Boltzmann
+    g from g − 1's weights; parallel_training: the members in groups on the executor's
+    workers; parallel_sampling: the seeds in chunks on them (``ParallelSampler``); kT: Boltzmann
     temperature (eV/atom, or "auto": see :meth:`ActiveLearning.kT`); kT_ladder: hotter
     attack rounds that fill a starved generation (see :func:`sample_generation`); seeds: how
     many training structures to sample from (None: all), seed_choice: which ("random",
@@ -189,6 +192,7 @@ class LoopSettings:
     train: TrainConfig = field(default_factory=TrainConfig)
     warm_start: bool = False
     parallel_training: bool = False
+    parallel_sampling: bool = False
     kT: float | str = 0.05
     kT_ladder: int = 0
     seeds: int | None = None
@@ -272,6 +276,18 @@ class ActiveLearning:
         self._memory: dict[tuple[str, int], Any] = {}
         self._initial_spread: float | None = None
         self._auto_kT: float | None = None
+        self._executor = None  # the run's executor while run() runs
+
+    @contextlib.contextmanager
+    def workers(self):
+        """The executor for labels and parallel NN work: the one :meth:`run` keeps open over
+        all generations (a process pool starts once per run, not per stage), or a fresh one
+        for a single stage called on its own."""
+        if self._executor is not None:
+            yield self._executor
+            return
+        with self.parts.make_executor() as executor:
+            yield executor
 
     # ------------------------------------------------------------------ files
     def generation_dir(self, g: int) -> Path:
@@ -346,7 +362,7 @@ class ActiveLearning:
         split = self.validation_split(generations)
         start = time.perf_counter()
         if s.parallel_training:
-            with self.parts.make_executor() as executor:
+            with self.workers() as executor:
                 result = fit_members_separately(committee, data, cfg, executor,
                                                 previous is not None, split=split)
         else:
@@ -439,9 +455,11 @@ class ActiveLearning:
             sampler.config = replace(sampler.config, energy_above_initial=self.initial_spread())
         start, evaluated = time.perf_counter(), committee.evaluated
         ladder = s.kT_ladder if getattr(sampler, "name", "") == "attack" else 0
-        result = sample_generation(committee, training, sampler, self.kT(), select_cfg,
-                                   seeds=training.select(seed_index),
-                                   initial=self.training_set(0)[0], kT_ladder=ladder)
+        with self.workers() as executor:
+            proposer = ParallelSampler(sampler, executor) if s.parallel_sampling else sampler
+            result = sample_generation(committee, training, proposer, self.kT(), select_cfg,
+                                       seeds=training.select(seed_index),
+                                       initial=self.training_set(0)[0], kT_ladder=ladder)
         cands = result.candidates
         uncertainty = cands.uncertainty.detach().cpu().numpy()
         stats = {"generation": g, "sampler": sampler.name, "candidates": len(cands),
@@ -544,7 +562,7 @@ class ActiveLearning:
                 result = screen(result, structures[row_id], ceilings)
             self.store.record(row_id, result, oracle)
 
-        with self.parts.make_executor() as executor:
+        with self.workers() as executor:
             executor.label(oracle, pending, record, progress=self.settings.progress)
 
     # ------------------------------------------------------------------- run
@@ -563,7 +581,16 @@ class ActiveLearning:
         return committee
 
     def run(self) -> dict:
-        """Run (or continue) the generations until a stopping rule holds; the final state."""
+        """Run (or continue) the generations until a stopping rule holds; the final state.
+        One executor serves every stage of the run (see :meth:`workers`)."""
+        with self.parts.make_executor() as executor:
+            self._executor = executor
+            try:
+                return self._run()
+            finally:
+                self._executor = None
+
+    def _run(self) -> dict:
         s = self.settings
         committee = self.start()
         reason = f"reached {s.generations} generations"

@@ -301,38 +301,57 @@ def fit_members_separately(committee: Committee, data: Batch, cfg: TrainConfig, 
                            warm_start: bool = False,
                            split: tuple[torch.Tensor, torch.Tensor] | None = None
                            ) -> TrainResult:
-    """Train each member on its own through ``executor.map`` (e.g. one per Dask worker).
+    """Train the members in ``executor.workers`` groups at once through ``executor.map``
+    (local processes or Dask workers), each group a committee of its own trained together.
 
     Member k gets the split, bootstrap resample and minibatch order it gets in :func:`fit`,
-    so both give the same weights. The members come back as state dicts (tensors only) and
-    are loaded in place. The history holds the mean best validation loss.
+    so both give the same weights (to float round-off: a group's batched arithmetic may
+    round differently). The members come back as state dicts (tensors only) and are loaded
+    in place. The history is :func:`fit`'s: per epoch, the mean over members of each one's
+    latest validation loss (a group that stopped keeps its last value).
     """
     from advsample.models import model_name
 
     train_idx, val_idx = _resolve_split(data.n_structures, cfg, split)
     first = committee.members[0]
-    jobs = [(model_name(first), dict(first.hyperparameters), m.state_dict(), data, cfg, k,
-             warm_start, (train_idx, val_idx)) for k, m in enumerate(committee.members)]
-    results = executor.map(_fit_one_member, jobs)
-    for member, (state, _) in zip(committee.members, results):
-        member.load_state_dict(state)
+    groups = np.array_split(np.arange(committee.size),
+                            max(1, min(getattr(executor, "workers", 1), committee.size)))
+    jobs = [(model_name(first), dict(first.hyperparameters),
+             [committee.members[k].state_dict() for k in group], data, cfg, int(group[0]),
+             warm_start, (train_idx, val_idx), committee.compile) for group in groups]
+    results = executor.map(_fit_member_group, jobs)
+    member_epochs = []
+    for group, (states, result) in zip(groups, results, strict=True):
+        for k, state in zip(group, states, strict=True):
+            committee.members[k].load_state_dict(state)
+        member_epochs += result.member_epochs
+    committee.weights_changed()
     committee.eval()
-    return _result(committee, data.select(train_idx), data.select(val_idx),
-                   [r.member_epochs[0] for _, r in results],
-                   [float(np.mean([min(r.history) for _, r in results]))])
+    epochs = max(len(r.history) for _, r in results)
+    padded = np.array([r.history + r.history[-1:] * (epochs - len(r.history))
+                       for _, r in results])  # [groups, epochs]
+    sizes = np.array([len(group) for group in groups])
+    history = (sizes @ padded / committee.size).tolist()
+    return _result(committee, data.select(train_idx), data.select(val_idx), member_epochs,
+                   history)
 
 
-def _fit_one_member(job) -> tuple[dict, TrainResult]:
-    """Worker side of :func:`fit_members_separately`: member k as a committee of one."""
+def _fit_member_group(job) -> tuple[list[dict], TrainResult]:
+    """Worker side of :func:`fit_members_separately`: members first, first + 1, ... as a
+    committee of their own."""
+    from advsample.executors import worker_threads
     from advsample.models import build_model
 
-    name, hyperparameters, state, data, cfg, index, warm_start, split = job
-    torch.set_num_threads(1)
-    model = build_model(name, **hyperparameters)
-    model.load_state_dict(state)
-    result = _fit(Committee([model]), data, replace(cfg, progress=False), warm_start, split,
-                  first_member=index)
-    return model.state_dict(), result
+    name, hyperparameters, states, data, cfg, first, warm_start, split, compile_ = job
+    with worker_threads():
+        models = [build_model(name, **hyperparameters) for _ in states]
+        for model, state in zip(models, states, strict=True):
+            model.load_state_dict(state)
+        group = Committee(models)
+        group.compile = compile_
+        result = _fit(group, data, replace(cfg, progress=False), warm_start, split,
+                      first_member=first)
+    return [model.state_dict() for model in models], result
 
 
 def _minibatches(n: int, batch_size: int | None, rng: np.random.Generator,

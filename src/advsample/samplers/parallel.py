@@ -1,0 +1,111 @@
+"""Seeds split over an executor's workers: the sampler runs once per chunk of seeds, the
+chunks at the same time (``sampler.parallel``).
+
+Why: on a CPU, the attack of a few hundred small structures is a chain of small tensor
+operations, and a second thread of the same process speeds it up little; a second process
+with its own share of the seeds runs about as fast as the first. The same holds for
+training, where ``train.parallel`` trains groups of members on the workers.
+
+Which samplers: those whose candidates from one seed do not depend on the other seeds
+(the attack, random displacements, NN-MD with no trust bound or an absolute one). Their
+chunks give what one run over all seeds gives, but for the random numbers: chunk c runs
+with the sampler's seed + c · CHUNK_SEED_STRIDE, so chunk 0 is the serial run's start and a
+single worker reproduces the serial run exactly. Results are reproducible for a fixed number
+of workers; another number of workers draws other random starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from advsample.attack import BoltzmannPrior, Candidates
+from advsample.committee import Committee
+from advsample.structures import Batch
+
+CHUNK_SEED_STRIDE = 7919  # seed offset between chunks (a prime: no chunk repeats another's)
+SPLITTABLE = ("attack", "random", "md")
+CANDIDATE_FIELDS = ("objective", "uncertainty", "energy", "parent", "step", "displacement",
+                    "feasible")
+
+
+def splittable(sampler) -> bool:
+    """Whether ``sampler``'s candidates of one seed depend on that seed alone."""
+    if getattr(sampler, "name", None) not in SPLITTABLE:
+        return False
+    return not (getattr(sampler, "max_uncertainty", None) is not None
+                and getattr(sampler, "max_uncertainty_units", "absolute") != "absolute")
+
+
+@dataclass
+class ParallelSampler:
+    """``sampler`` run on ``executor.workers`` contiguous chunks of the seeds at once through
+    ``executor.map``; the candidates come back in seed order with ``parent`` indexing the
+    full seed batch. ValueError for a sampler that is not :func:`splittable`."""
+
+    sampler: Any
+    executor: Any
+
+    def __post_init__(self) -> None:
+        if not splittable(self.sampler):
+            raise ValueError(f"sampler {getattr(self.sampler, 'name', self.sampler)!r} cannot "
+                             f"split its seeds over workers (only {', '.join(SPLITTABLE)}; md "
+                             "without a trust bound relative to the seeds)")
+
+    @property
+    def name(self) -> str:
+        """The wrapped sampler's name (provenance records it)."""
+        return self.sampler.name
+
+    @property
+    def config(self):
+        """The wrapped sampler's AttackConfig (seed, restarts, constraints)."""
+        return self.sampler.config
+
+    def propose(self, committee: Committee, seeds: Batch, prior: BoltzmannPrior) -> Candidates:
+        """Candidates of every seed (see the wrapped sampler's ``propose``)."""
+        parts = min(getattr(self.executor, "workers", 1), seeds.n_structures)
+        if parts <= 1:
+            return self.sampler.propose(committee, seeds, prior)
+        chunks = np.array_split(np.arange(seeds.n_structures), parts)
+        state = committee.state()
+        cpu_seeds = seeds.to(device="cpu")
+        prior = replace(prior, element_energy=prior.element_energy.cpu())
+        jobs = [(chunk_sampler(self.sampler, c), state, committee.compile,
+                 cpu_seeds.select(torch.as_tensor(chunk)), prior)
+                for c, chunk in enumerate(chunks)]
+        results = self.executor.map(_propose_chunk, jobs)
+        found = []
+        for chunk, (candidates, evaluated) in zip(chunks, results, strict=True):
+            committee.evaluated += evaluated
+            found.append(replace(candidates, parent=candidates.parent + int(chunk[0])))
+        merged = Candidates.concat(found)
+        device = seeds.device
+        return replace(merged, batch=merged.batch.to(device=device),
+                       **{k: getattr(merged, k).to(device) for k in CANDIDATE_FIELDS})
+
+
+def chunk_sampler(sampler, chunk: int):
+    """A copy of ``sampler`` for chunk ``chunk``: its seed moved by chunk · CHUNK_SEED_STRIDE,
+    progress shown by chunk 0 only."""
+    cfg = sampler.config
+    return replace(sampler, config=replace(cfg, seed=cfg.seed + chunk * CHUNK_SEED_STRIDE,
+                                           progress=cfg.progress and chunk == 0))
+
+
+def _propose_chunk(job) -> tuple[Candidates, int]:
+    """Worker side of :meth:`ParallelSampler.propose`: (candidates of the chunk's seeds,
+    structures the committee evaluated)."""
+    from advsample.executors import worker_threads
+
+    sampler, state, compile_, seeds, prior = job
+    with worker_threads():
+        committee = Committee.from_state(state)
+        committee.compile = compile_
+        committee.eval()
+        candidates = sampler.propose(committee, seeds, prior)
+    detached = {k: getattr(candidates, k).detach() for k in CANDIDATE_FIELDS}
+    return replace(candidates, **detached), committee.evaluated
