@@ -66,10 +66,13 @@ def timed(fn, calls: int) -> tuple[float, float]:
 MODES = {"loop": (False, False), "together": (True, False), "compiled": (True, True)}
 
 
-def measure(task: str, members: int, mode: str, data: Batch, steps: int) -> tuple[float, float]:
-    """(seconds per step of ``task``, seconds of the first step) for a committee of
-    ``members`` evaluated the way ``mode`` names: one member after another (loop), together
-    (one batched pass), or together through torch.compile (compiled)."""
+def task_steps(task: str, members: int, mode: str, data: Batch, steps: int,
+               structures: int | None = None):
+    """A function running ``steps`` steps of ``task`` for a committee of ``members`` evaluated
+    the way ``mode`` names: one member after another (loop), together (one batched pass), or
+    together through torch.compile (compiled). Setting up is not part of it. ``structures``:
+    attack seeds (default 16) or NN-MD runs (default 32); training steps take 16 structures
+    per member."""
     committee = Committee.build("painn", members, seed=0, **MODEL)
     for m in committee.members:
         m.fit_statistics(data)
@@ -87,29 +90,33 @@ def measure(task: str, members: int, mode: str, data: Batch, steps: int) -> tupl
                 for m in committee.members]
         committee.train()
 
-        def step():
-            """One training step of every member."""
-            for opt in opts:
-                opt.zero_grad(set_to_none=True)
-            _step_backward(committee, list(range(members)), batches, step_pairs, cfg)
-            for opt in opts:
-                opt.step()
-            committee.weights_changed()
+        def train_steps():
+            """``steps`` training steps of every member."""
+            for _ in range(steps):
+                for opt in opts:
+                    opt.zero_grad(set_to_none=True)
+                _step_backward(committee, list(range(members)), batches, step_pairs, cfg)
+                for opt in opts:
+                    opt.step()
+                committee.weights_changed()
 
-        return timed(step, steps)
+        return train_steps
     committee.eval()
     if task == "attack":
         prior = BoltzmannPrior.from_training(data, 0.05)
-        seeds = data.select(torch.arange(16)).without_labels()
-        attack(committee, seeds, prior, AttackConfig(steps=1))  # compiles, when compiled
-        per_call, _ = timed(lambda: attack(committee, seeds, prior, AttackConfig(steps=steps)),
-                            1)
-        return per_call / (steps + 1), float("nan")
+        seeds = data.select(torch.arange(structures or 16)).without_labels()
+        return lambda: attack(committee, seeds, prior, AttackConfig(steps=steps))
     start = data.select([0]).without_labels()
     # an untrained committee breaks bonds: no run may leave the batch, or later steps get cheaper
-    per_call, first = timed(lambda: stability_test(committee, start, 300.0, steps,
-                                                   runs_per_start=32, floor=1e-9,
-                                                   bond_ceiling=1e9, progress=False), 1)
+    return lambda: stability_test(committee, start, 300.0, steps,
+                                  runs_per_start=structures or 32, floor=1e-9,
+                                  bond_ceiling=1e9, progress=False)
+
+
+def measure(task: str, members: int, mode: str, data: Batch, steps: int) -> tuple[float, float]:
+    """(CPU seconds per step of ``task`` (see :func:`task_steps`), CPU seconds of a first
+    untimed call of ``steps`` steps (which compiles, when compiled))."""
+    per_call, first = timed(task_steps(task, members, mode, data, steps), 1)
     return per_call / steps, first
 
 
