@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from advsample.executors import exit_with_parent
+
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "benchmarks"
 OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
@@ -153,7 +155,10 @@ def run_repeats(methods: dict[str, Callable[[int, Path], History]], repeats: int
     elif jobs:
         os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the spawned workers
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
+        # workers end with the driver: a killed driver's loops must not run on holding
+        # their run locks (a rerun would find them "being run")
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx,
+                                 initializer=exit_with_parent) as pool:
             futures = {pool.submit(_call, j[3], j[2], j[4]): (j, time.time()) for j in jobs}
             for i, fut in enumerate(as_completed(futures), 1):
                 job, t0 = futures[fut]

@@ -115,3 +115,58 @@ def test_dask_local_cluster_labels_like_direct_calls():
 def test_unknown_executor_is_named():
     with pytest.raises(ValueError, match="unknown executor 'slurm'"):
         make_executor("slurm")
+
+
+ORPHAN_SCRIPT = '''
+import os
+import time
+
+from advsample.executors import ProcessExecutor
+
+
+def pid(_):
+    time.sleep(0.3)
+    return os.getpid()
+
+
+def nap(_):
+    time.sleep(120)
+
+
+if __name__ == "__main__":
+    executor = ProcessExecutor(2)
+    print(" ".join(map(str, sorted(set(executor.map(pid, range(8)))))), flush=True)
+    executor.map(nap, [0])  # one worker busy with a long task, the other idle
+'''
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_workers_end_with_a_killed_parent(tmp_path):
+    """A run killed with SIGKILL takes its pool's workers with it, busy or idle."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "orphans.py"
+    script.write_text(ORPHAN_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        assert len(workers) == 2 and all(_running(p) for p in workers)
+        time.sleep(0.5)  # the long task has started
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 20
+    while any(_running(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_running(p) for p in workers)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -223,10 +224,27 @@ def make_executor(
 
 
 def _init_worker(threads: int) -> None:
-    """Worker initializer: cap OpenMP threads before the oracle's libraries load, and keep
-    large freed tensors in the heap (members may be trained here)."""
+    """Worker initializer: cap OpenMP threads before the oracle's libraries load, keep large
+    freed tensors in the heap (members may be trained here), and end with the parent."""
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     tune_allocator()
+    exit_with_parent()
+
+
+def exit_with_parent() -> None:
+    """In a worker process: exit as soon as the process that started it ends, even in the
+    middle of a task. A pool's idle workers otherwise outlive a parent that was killed
+    (SIGKILL, the OOM killer): they wait forever on a task queue whose other end they hold
+    themselves. A daemon thread waits on the parent's sentinel."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 @contextlib.contextmanager
