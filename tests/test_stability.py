@@ -228,3 +228,69 @@ def test_stability_evaluator_writes_the_failed_geometries_and_the_report_lists_t
     assert lines[2] == ("- generation 2: bond broken N-H x 3 (geometries: "
                         "`generations/gen_002/hot_failures.extxyz`)")
     assert len(lines) == 4  # the generation without failures has no line
+
+
+class TwoWorkersHere:
+    """Two 'workers' that run their jobs in this process, one after the other."""
+
+    workers = 2
+
+    def map(self, fn, jobs):
+        return [fn(job) for job in jobs]
+
+
+def test_runs_split_over_workers_come_back_in_run_order():
+    """9 runs (3 starts x 3) in chunks of runs 0-4 and 5-8: the chunk border splits the
+    crushed start's runs, which fail at step 0 whichever chunk runs them; starts, failed
+    frames and their run numbers follow the run order; one worker is the single batch;
+    worker processes give what the in-process map gives."""
+    from advsample.executors import make_executor
+
+    crushed = NH3.copy()
+    crushed.positions[1] = crushed.positions[0] + [0.2, 0.0, 0.0]
+    committee = Committee.build("painn", 2, seed=1, features=8, interactions=1, cutoff=4.0,
+                                n_rbf=8).eval()
+    args = (committee, starts(NH3, crushed, NH3), 1500.0, 150)
+    kw = {"runs_per_start": 3, "floor": 0.3, "progress": False, "seed": 4}
+    whole = stability_test(*args, **kw)
+    with make_executor("inprocess") as one:
+        single = stability_test(*args, **kw, executor=one)
+    assert single.reason == whole.reason
+    np.testing.assert_array_equal(single.time_to_failure_fs, whole.time_to_failure_fs)
+
+    split = stability_test(*args, **kw, executor=TwoWorkersHere())
+    assert split.start.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert split.reason[3:6] == ["close contact"] * 3
+    assert split.time_to_failure_fs[3:6].tolist() == [0.0] * 3
+    failed = [r for r, reason in enumerate(split.reason) if reason != "ok"]
+    assert [f.info["run"] for f in split.failed_frames] == failed
+    assert all(f.info["start"] == split.start[f.info["run"]] for f in split.failed_frames)
+    with make_executor("processes", workers=2) as executor:
+        there = stability_test(*args, **kw, executor=executor)
+    assert there.reason == split.reason
+    np.testing.assert_allclose(there.time_to_failure_fs, split.time_to_failure_fs)
+
+
+def test_stability_evaluator_splits_its_runs_only_when_parallel():
+    from advsample.config import parse_config
+    from advsample.evaluators import StabilityEvaluator
+    from advsample.loop import EvaluationContext
+
+    class Spy(TwoWorkersHere):
+        calls = 0
+
+        def map(self, fn, jobs):
+            Spy.calls += len(jobs)
+            return super().map(fn, jobs)
+
+    committee = Committee.build("painn", 2, seed=1, features=8, interactions=1, cutoff=4.0,
+                                n_rbf=8).eval()
+    context = EvaluationContext(0, committee, starts(), np.zeros(1, int), torch.device("cpu"),
+                                None, None, Spy())
+    for parallel, jobs in ((False, 0), (True, 2)):
+        evaluator = StabilityEvaluator(starts=[NH3], runs=4, steps=20, parallel=parallel)
+        assert evaluator.evaluate(context)["runs"] == 4
+        assert Spy.calls == jobs
+    spec = parse_config({"system": {"molecule": "NH3"}, "oracle": {"type": "xtb"},
+                         "evaluate": [{"type": "stability", "parallel": True}]}).evaluate[0]
+    assert spec.parallel

@@ -388,6 +388,8 @@ class EvalStability(EvaluatorBase):
     bond_ceiling: float = _field(1.5, "largest allowed stretch of a starting bond (multiple "
                                  "of its start length)", gt=1)
     seed: int = _field(0, "seed of the runs' momenta and noise")
+    parallel: bool = _field(False, "split the runs over the executor's workers, one chunk "
+                            "each, run at the same time (chunk c seeded seed + 7919 c)")
 
 
 class EvalPath(EvaluatorBase):

@@ -242,7 +242,8 @@ class EvaluationContext:
     training: its labelled structures (Batch on ``device``); training_generation: long [K],
     the generation each came from; cache_dir: where an evaluator may keep reference data it
     computed once; output_dir: the generation's directory, where an evaluator may write
-    files about this generation (both None without a run directory).
+    files about this generation (both None without a run directory); executor: the run's
+    (``workers``, ``map``) for evaluators that split their work, None when there is none.
     """
 
     generation: int
@@ -252,6 +253,7 @@ class EvaluationContext:
     device: torch.device
     cache_dir: Path | None
     output_dir: Path | None = None
+    executor: Any = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -406,14 +408,15 @@ class ActiveLearning:
             data, _, generations = self.training_set(g)
             cache = None if self.run_dir is None else self.run_dir / "evaluators"
             output = None if self.run_dir is None else self.generation_dir(g)
-            context = EvaluationContext(g, committee, data, generations, self.device, cache,
-                                        output)
-            for evaluator in missing:
-                log.info("generation %d: evaluating %s", g, evaluator.name)
-                start = time.perf_counter()
-                metrics[evaluator.name] = {**evaluator.evaluate(context),
-                                           "seconds": time.perf_counter() - start}
-                self._save("metrics", g, metrics)
+            with self.workers() as executor:
+                context = EvaluationContext(g, committee, data, generations, self.device,
+                                            cache, output, executor)
+                for evaluator in missing:
+                    log.info("generation %d: evaluating %s", g, evaluator.name)
+                    start = time.perf_counter()
+                    metrics[evaluator.name] = {**evaluator.evaluate(context),
+                                               "seconds": time.perf_counter() - start}
+                    self._save("metrics", g, metrics)
         return metrics
 
     def _label_counts(self, g: int) -> dict:

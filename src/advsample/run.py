@@ -342,7 +342,7 @@ def _evaluator(spec, config: RunConfig, oracle, run_dir: Path | None, progress: 
             starts, name=name, temperature_K=spec.temperature_K, runs=spec.runs,
             steps=spec.steps, timestep_fs=spec.timestep_fs, floor=spec.floor,
             bond_ceiling=spec.bond_ceiling, bond_tolerance=spec.bond_tolerance,
-            seed=spec.seed, progress=progress)
+            seed=spec.seed, progress=progress, parallel=spec.parallel)
     if spec.type == "path":
         if spec.file is not None:
             frames = load_test_set(spec.file)

@@ -13,7 +13,9 @@ fails at the first step (0 = the start) where, checked in this order,
   against 1.07 Å), so a run could lose every H unnoticed.
 
 A failed run leaves the batch, so later steps cost only the runs still alive; each run
-draws its own noise whatever the others do, so its fate does not depend on theirs. Each
+draws its own noise whatever the others do, so its fate does not depend on theirs. With an
+executor of W workers the runs go out in W contiguous chunks at once (:mod:`advsample.chunks`
+for their seeds) and come back in run order. Each
 failure names its culprit, the pair of atoms that failed the check (the most stretched
 starting bond, or the closest pair), and keeps the geometry it failed at: where a potential
 breaks is what its next labels should fix.
@@ -25,13 +27,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from ase import Atoms
 from ase.data import covalent_radii
 
+from advsample.chunks import chunk_seed, chunks
 from advsample.committee import Committee
 from advsample.dynamics import (
     committee_forces,
@@ -94,6 +97,22 @@ class StabilityResult:
         keys = [f"{r} {c}".strip() for r, c in zip(self.reason, self.culprit, strict=True)
                 if r != "ok"]
         return dict(Counter(keys).most_common())
+
+    @classmethod
+    def concat(cls, parts: list[StabilityResult], first_runs: list[int]) -> StabilityResult:
+        """The results of consecutive chunks of runs as one, in run order; ``first_runs``:
+        the index of each chunk's first run (the failed frames' ``run`` is renumbered)."""
+        frames = []
+        for part, first in zip(parts, first_runs, strict=True):
+            for atoms in part.failed_frames:
+                atoms = atoms.copy()
+                atoms.info["run"] = int(atoms.info["run"]) + int(first)
+                frames.append(atoms)
+        return cls(time_to_failure_fs=np.concatenate([p.time_to_failure_fs for p in parts]),
+                   reason=[r for p in parts for r in p.reason],
+                   start=np.concatenate([p.start for p in parts]),
+                   duration_fs=parts[0].duration_fs, temperature_K=parts[0].temperature_K,
+                   culprit=[c for p in parts for c in p.culprit], failed_frames=frames)
 
     def as_dict(self) -> dict:
         """Plain numbers and lists (JSON-ready; survivors' times are None)."""
@@ -179,15 +198,52 @@ def stability_test(
     seed: int = 0,
     friction_per_fs: float = 0.01,
     progress: bool = True,
+    executor: Any = None,
 ) -> StabilityResult:
     """Langevin NN-MD of ``runs_per_start`` runs from each start (d = 3), ``steps`` steps of
     ``dt_fs`` (fs) at ``temperature_K`` (K) with friction ``friction_per_fs`` (1/fs).
 
     floor: closest allowed interatomic distance (Å); bond_ceiling: largest allowed ratio of a
     starting bond's length to its start length; bond_tolerance: what counts as a starting
-    bond (see :func:`starting_bonds`). Runs are seeded by ``seed``.
+    bond (see :func:`starting_bonds`). Runs are seeded by ``seed``. ``executor`` (``workers``
+    and ``map``, see ``advsample.executors``): the runs in that many chunks on its workers
+    at once, chunk c seeded by ``chunks.chunk_seed(seed, c)`` (one chunk: this process).
     """
     runs = starts.without_labels().repeat(runs_per_start)
+    start = np.repeat(np.arange(starts.n_structures), runs_per_start)
+    settings = {"temperature_K": temperature_K, "steps": steps, "dt_fs": dt_fs,
+                "floor": floor, "bond_ceiling": bond_ceiling, "bond_tolerance": bond_tolerance,
+                "friction_per_fs": friction_per_fs}
+    parts = chunks(runs.n_structures, getattr(executor, "workers", 1))
+    if len(parts) <= 1:
+        return _stability_runs(committee, runs, start, seed=seed, progress=progress,
+                               **settings)
+    state, on_cpu = committee.state(), runs.to(device="cpu")
+    jobs = [(state, committee.compile, on_cpu.select(torch.as_tensor(part)), start[part],
+             {**settings, "seed": chunk_seed(seed, c), "progress": progress and c == 0})
+            for c, part in enumerate(parts)]
+    return StabilityResult.concat(executor.map(_stability_chunk, jobs),
+                                  [int(part[0]) for part in parts])
+
+
+def _stability_chunk(job) -> StabilityResult:
+    """Worker side of :func:`stability_test`: one chunk of runs with the committee rebuilt."""
+    from advsample.executors import worker_threads
+
+    state, compile_, runs, start, settings = job
+    with worker_threads():
+        committee = Committee.from_state(state)
+        committee.compile = compile_
+        committee.eval()
+        return _stability_runs(committee, runs, start, **settings)
+
+
+def _stability_runs(committee: Committee, runs: Batch, start: np.ndarray, temperature_K: float,
+                    steps: int, dt_fs: float, floor: float, bond_ceiling: float,
+                    bond_tolerance: float, friction_per_fs: float, seed: int,
+                    progress: bool) -> StabilityResult:
+    """:func:`stability_test` of the run structures ``runs`` (one batch, this process);
+    ``start`` [R]: each run's start index."""
     n_runs = runs.n_structures
     generator = torch.Generator().manual_seed(seed)  # on the CPU: same runs on every device
     forces_fn = committee_forces(committee)
@@ -216,7 +272,7 @@ def stability_test(
         for k in torch.nonzero(failed).flatten().tolist():
             run = int(live[k])
             frames[run] = _failed_frame(state.batch, bonds, k, REASONS[int(failure[k])])
-            frames[run].info.update(run=run, start=run // runs_per_start, time_fs=t * dt_fs)
+            frames[run].info.update(run=run, start=int(start[run]), time_fs=t * dt_fs)
         alive[live[failed]] = False
         bonds = bonds.keep_atoms(~failed[state.batch.structure])
         state = state.select(~failed)
@@ -229,7 +285,7 @@ def stability_test(
     return StabilityResult(
         time_to_failure_fs=np.where(failed_step >= 0, failed_step * dt_fs, math.nan),
         reason=[REASONS[r] for r in reason.tolist()],
-        start=np.repeat(np.arange(starts.n_structures), runs_per_start),
+        start=start,
         duration_fs=steps * dt_fs,
         temperature_K=temperature_K,
         culprit=[frames[r].info["culprit"] if r in frames else "" for r in range(n_runs)],

@@ -17,11 +17,12 @@ import torch
 from ase.build import molecule
 
 from advsample.attack import AttackConfig, BoltzmannPrior, Candidates, score
+from advsample.chunks import CHUNK_SEED_STRIDE
 from advsample.committee import Committee
 from advsample.config import ConfigError, parse_config
 from advsample.executors import InProcessExecutor, make_executor
 from advsample.samplers import SAMPLERS
-from advsample.samplers.parallel import CHUNK_SEED_STRIDE, ParallelSampler, chunk_sampler
+from advsample.samplers.parallel import ParallelSampler, chunk_sampler
 from advsample.structures import Batch, concatenate
 
 FIELDS = ("objective", "uncertainty", "energy", "parent", "step", "displacement", "feasible")

@@ -23,7 +23,8 @@ class StabilityEvaluator:
     ``advsample.stability``). Metrics: fraction stable, counts per failure reason and per
     culprit (e.g. "bond broken C-H"), median time to failure of the failed runs (fs). The
     failed runs' geometries at failure go to ``<name>_failures.extxyz`` in the generation's
-    directory (with a run directory)."""
+    directory (with a run directory). ``parallel``: the runs in chunks on the context's
+    executor's workers (see ``stability_test``)."""
 
     starts: list | None = None
     name: str = "stability"
@@ -37,6 +38,7 @@ class StabilityEvaluator:
     friction_per_fs: float = 0.01
     seed: int = 0
     progress: bool = False
+    parallel: bool = False
     type: str = "stability"
 
     def evaluate(self, context) -> dict:
@@ -56,7 +58,8 @@ class StabilityEvaluator:
                                 floor=self.floor, bond_ceiling=self.bond_ceiling,
                                 bond_tolerance=self.bond_tolerance,
                                 runs_per_start=self.runs, seed=self.seed,
-                                friction_per_fs=self.friction_per_fs, progress=self.progress)
+                                friction_per_fs=self.friction_per_fs, progress=self.progress,
+                                executor=context.executor if self.parallel else None)
         failed = result.time_to_failure_fs[~result.stable]
         summary = result.as_dict()
         if result.failed_frames and context.output_dir is not None:

@@ -8,10 +8,9 @@ training, where ``train.parallel`` trains groups of members on the workers.
 
 Which samplers: those whose candidates from one seed do not depend on the other seeds
 (the attack, random displacements, NN-MD with no trust bound or an absolute one). Their
-chunks give what one run over all seeds gives, but for the random numbers: chunk c runs
-with the sampler's seed + c · CHUNK_SEED_STRIDE, so chunk 0 is the serial run's start and a
-single worker reproduces the serial run exactly. Results are reproducible for a fixed number
-of workers; another number of workers draws other random starts.
+chunks give what one run over all seeds gives, but for the random numbers
+(:mod:`advsample.chunks`: chunk c runs with the sampler's seed + 7919 c, so a single worker
+reproduces the serial run exactly).
 """
 
 from __future__ import annotations
@@ -19,14 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import torch
 
 from advsample.attack import BoltzmannPrior, Candidates
+from advsample.chunks import chunk_seed, chunks
 from advsample.committee import Committee
 from advsample.structures import Batch
 
-CHUNK_SEED_STRIDE = 7919  # seed offset between chunks (a prime: no chunk repeats another's)
 SPLITTABLE = ("attack", "random", "md")
 CANDIDATE_FIELDS = ("objective", "uncertainty", "energy", "parent", "step", "displacement",
                     "feasible")
@@ -67,19 +65,18 @@ class ParallelSampler:
 
     def propose(self, committee: Committee, seeds: Batch, prior: BoltzmannPrior) -> Candidates:
         """Candidates of every seed (see the wrapped sampler's ``propose``)."""
-        parts = min(getattr(self.executor, "workers", 1), seeds.n_structures)
-        if parts <= 1:
+        parts = chunks(seeds.n_structures, getattr(self.executor, "workers", 1))
+        if len(parts) <= 1:
             return self.sampler.propose(committee, seeds, prior)
-        chunks = np.array_split(np.arange(seeds.n_structures), parts)
         state = committee.state()
         cpu_seeds = seeds.to(device="cpu")
         prior = replace(prior, element_energy=prior.element_energy.cpu())
         jobs = [(chunk_sampler(self.sampler, c), state, committee.compile,
                  cpu_seeds.select(torch.as_tensor(chunk)), prior)
-                for c, chunk in enumerate(chunks)]
+                for c, chunk in enumerate(parts)]
         results = self.executor.map(_propose_chunk, jobs)
         found = []
-        for chunk, (candidates, evaluated) in zip(chunks, results, strict=True):
+        for chunk, (candidates, evaluated) in zip(parts, results, strict=True):
             committee.evaluated += evaluated
             found.append(replace(candidates, parent=candidates.parent + int(chunk[0])))
         merged = Candidates.concat(found)
@@ -89,10 +86,10 @@ class ParallelSampler:
 
 
 def chunk_sampler(sampler, chunk: int):
-    """A copy of ``sampler`` for chunk ``chunk``: its seed moved by chunk · CHUNK_SEED_STRIDE,
-    progress shown by chunk 0 only."""
+    """A copy of ``sampler`` for chunk ``chunk``: its seed that chunk's
+    (:func:`advsample.chunks.chunk_seed`), progress shown by chunk 0 only."""
     cfg = sampler.config
-    return replace(sampler, config=replace(cfg, seed=cfg.seed + chunk * CHUNK_SEED_STRIDE,
+    return replace(sampler, config=replace(cfg, seed=chunk_seed(cfg.seed, chunk),
                                            progress=cfg.progress and chunk == 0))
 
 
