@@ -147,3 +147,23 @@ def test_raising_limits_needs_an_existing_run(tmp_path):
     with pytest.raises(ConfigError, match="raise the limits of an existing run"):
         run(cfg, tmp_path / "new", progress=False, generations=3)
     assert not (tmp_path / "new").exists()
+
+
+def test_parallel_switches_without_workers_are_named_in_a_warning(caplog):
+    import logging
+
+    from advsample.config import parse_config
+    from advsample.run import build, idle_parallel_switches
+
+    base = {"system": {"dim": 2, "box": [-1.2, 1.2]},
+            "initial": {"method": "uniform_box", "frames": 20, "energy_max": -2.0},
+            "oracle": {"type": "analytic", "surface": "double_well_2d"},
+            "committee": {"model": "mlp", "size": 2}, "train": {"parallel": True},
+            "sampler": {"parallel": True}}
+    config = parse_config(base)
+    assert idle_parallel_switches(config) == ["train.parallel", "sampler.parallel"]
+    with caplog.at_level(logging.WARNING, logger="advsample"):
+        build(config, None, progress=False)
+    assert "train.parallel, sampler.parallel: executor.kind is inprocess" in caplog.text
+    workers = parse_config({**base, "executor": {"kind": "processes", "workers": 2}})
+    assert idle_parallel_switches(workers) == []

@@ -238,6 +238,10 @@ def build(config: RunConfig, run_dir: str | Path | None, progress: bool = True
     store = MemoryStore() if run_dir is None else Store(run_dir / STORE_NAME)
     oracle = make_oracle(config.oracle.spec(config.system.box))
     e = config.executor
+    split = idle_parallel_switches(config)
+    if split:
+        log.warning("%s: executor.kind is inprocess, so this runs in one process (set "
+                    "executor: {kind: processes, workers: N} to split it)", ", ".join(split))
     parts = LoopParts(
         store=store, oracle=oracle,
         make_executor=partial(make_executor, e.kind, e.workers, e.address),
@@ -246,6 +250,18 @@ def build(config: RunConfig, run_dir: str | Path | None, progress: bool = True
         initial_data=partial(make_initial_data, config, store, oracle, run_dir),
     )
     return ActiveLearning(loop_settings(config, progress), parts, run_dir)
+
+
+def idle_parallel_switches(config: RunConfig) -> list[str]:
+    """The ``parallel`` switches that are on although the executor runs everything in this
+    process (they then change nothing)."""
+    if config.executor.kind != "inprocess":
+        return []
+    switches = [("train.parallel", config.train.parallel),
+                ("sampler.parallel", config.sampler.parallel)]
+    switches += [(f"evaluate.{e.name or e.type}.parallel", getattr(e, "parallel", False))
+                 for e in config.evaluate]
+    return [name for name, on in switches if on]
 
 
 def loop_settings(config: RunConfig, progress: bool = True) -> LoopSettings:
