@@ -1,6 +1,6 @@
 """Wall time of the README's default run, in one process and on worker processes.
 
-    python benchmarks/example_time.py                  # ~9 min on an idle 2-core machine
+    python benchmarks/example_time.py --repeats 3      # ~8 min per repeat, idle 2 cores
     python benchmarks/example_time.py --aggregate-only # only rewrite the docs
 
 Runs ``advsample run`` (a subprocess, as a user runs it; torch's default threads, no
