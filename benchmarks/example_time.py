@@ -143,7 +143,8 @@ def main() -> None:
                 + (f"{cross['forces_rmse']:.3f} / {cross['energy_rmse']:.4f} |" if cross
                    else "- |"))
     settings = {"example": c.relative(EXAMPLE), "variants": VARIANTS, "repeats": args.repeats,
-                "cpus": os.cpu_count(), "command": "python benchmarks/example_time.py"}
+                "cpus": os.cpu_count(),
+                "command": f"python benchmarks/example_time.py --repeats {args.repeats}"}
     c.write_json("example_time", settings, {v: [by[r] for r in sorted(by)]
                                             for v, by in runs.items()}, {}, out_dir=args.out_dir)
     text = "\n".join([
