@@ -170,3 +170,18 @@ def test_workers_end_with_a_killed_parent(tmp_path):
     while any(_running(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(_running(p) for p in workers)
+
+
+def _die(_):
+    os._exit(9)
+
+
+def test_a_dying_worker_in_map_is_one_clear_error_and_the_pool_restarts():
+    from advsample.cli import error_text
+    from advsample.executors import WorkerDied
+
+    with ProcessExecutor(workers=1) as executor:
+        with pytest.raises(WorkerDied, match="worker process died while running _die") as info:
+            executor.map(_die, [0])
+        assert "run the same command again" in error_text(info.value)
+        assert executor.map(abs, [-2, 3]) == [2, 3]  # a fresh pool

@@ -47,6 +47,11 @@ def _label_one(oracle: Oracle, atoms: Atoms) -> LabelResult:
         return LabelResult.failed(f"oracle raised {describe_exception(exc)}")
 
 
+class WorkerDied(ChildProcessError):
+    """A worker process ended in the middle of a job (an OSError: the environment's doing,
+    reported in one line by the CLI)."""
+
+
 class Executor(ABC):
     """Runs ``oracle.label`` over many structures; a context manager that closes itself.
 
@@ -142,9 +147,15 @@ class ProcessExecutor(Executor):
 
     def map(self, fn: Callable, jobs: list) -> list:
         """[fn(job) for job in jobs] on the worker pool, results in order; ``fn`` and the jobs must
-        pickle, exceptions propagate.
+        pickle, exceptions propagate. A worker that dies (killed, out of memory) raises
+        :class:`WorkerDied` and the next use starts a fresh pool.
         """
-        return list(self._start().map(fn, jobs))
+        try:
+            return list(self._start().map(fn, jobs))
+        except BrokenProcessPool as exc:
+            self.close()
+            raise WorkerDied(f"a worker process died while running {fn.__name__} (killed, or "
+                             "out of memory?); run the same command again to resume") from exc
 
     def close(self) -> None:
         """Shut the pool down, cancelling pending tasks; the next use starts a new pool."""
