@@ -349,8 +349,9 @@ def _fit_member_group(job) -> tuple[list[dict], TrainResult]:
             model.load_state_dict(state)
         group = Committee(models)
         group.compile = compile_
-        result = _fit(group, data, replace(cfg, progress=False), warm_start, split,
-                      first_member=first)
+        # the first group's bar stands for all (the groups train at the same pace)
+        result = _fit(group, data, replace(cfg, progress=cfg.progress and first == 0),
+                      warm_start, split, first_member=first)
     return [model.state_dict() for model in models], result
 
 
