@@ -252,6 +252,7 @@ def exit_with_parent() -> None:
         return
 
     def watch() -> None:
+        """Block until the parent ends, then end this process at once."""
         parent.join()
         os._exit(1)
 
