@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from advsample.chunks import chunks
 from advsample.committee import Committee
 from advsample.models.base import MemberGraph
 from advsample.neighbors import select_pairs
@@ -314,8 +315,7 @@ def fit_members_separately(committee: Committee, data: Batch, cfg: TrainConfig, 
 
     train_idx, val_idx = _resolve_split(data.n_structures, cfg, split)
     first = committee.members[0]
-    groups = np.array_split(np.arange(committee.size),
-                            max(1, min(getattr(executor, "workers", 1), committee.size)))
+    groups = chunks(committee.size, getattr(executor, "workers", 1))
     jobs = [(model_name(first), dict(first.hyperparameters),
              [committee.members[k].state_dict() for k in group], data, cfg, int(group[0]),
              warm_start, (train_idx, val_idx), committee.compile) for group in groups]
