@@ -4,7 +4,7 @@
 
 The splits of ``train.parallel`` and ``sampler.parallel`` (docs/benchmarks/example_time.md),
 W processes of one torch thread each, stepping at the same time: a training step (16 NH3
-structures per member) with the M members in W groups (``numpy.array_split``), each group a
+structures per member) with the M members in W groups (``advsample.chunks``), each group a
 committee of its own; an attack step on 16 seeds and an NN-MD step of 32 NH3 runs (the MD
 sampler's; the stability evaluator does not split its runs) with all M members and the
 seeds or runs in W chunks. Steps as in benchmarks/committee_cost.py (the default example's
@@ -25,6 +25,8 @@ import time
 import common as c
 import numpy as np
 from committee_cost import TASKS, labelled_nh3, task_steps
+
+from advsample.chunks import chunks
 
 CONTEXT = multiprocessing.get_context("spawn")
 
@@ -66,10 +68,10 @@ def settings_for(task: str, members: int, workers: int) -> dict[str, tuple[list,
     """name -> ((members, structures) per process, threads per process) of the compared
     settings; structures None: the task's default (16 seeds, 32 runs)."""
     if task == "train":
-        split = [(len(g), None) for g in np.array_split(np.arange(members), workers)]
+        split = [(len(g), None) for g in chunks(members, workers)]
     else:
         total = 16 if task == "attack" else 32
-        split = [(members, len(g)) for g in np.array_split(np.arange(total), workers)]
+        split = [(members, len(g)) for g in chunks(total, workers)]
     return {"1 member, 1 thread": ([(1, None)], 1),
             f"1 member, {workers} threads": ([(1, None)], workers),
             f"{members} members, 1 process, {workers} threads": ([(members, None)], workers),
