@@ -443,8 +443,8 @@ def _attack(committee, seeds, prior, cfg, record_history):
                 best_theta = torch.where(better[:, None], theta.detach(), best_theta)
             if record_history:
                 history.append(objective.detach().clone())
-        if t == cfg.steps:
-            break
+        if t == cfg.steps:  # the last pass only scores (continue: the bar ends at 100 %)
+            continue
         opt.step()
         with torch.no_grad():
             project(delta, seeds, cfg)
