@@ -170,19 +170,22 @@ def run_loop(config: dict, seed: int, run_dir: Path, shared: Path | None = None)
     return al.history()
 
 
-def collect(methods: list[str], repeats: int, work_dir: Path) -> tuple[dict, list[str]]:
+def collect(methods: list[str], repeats: int, work_dir: Path) -> tuple[dict, list[str], dict]:
     """Per method the histories of its loops (history.json, else the generations evaluated so
-    far: an unfinished loop, named in the list returned too)."""
-    results, names = {}, []
+    far: an unfinished loop, named in the list returned too), and the same restricted to the
+    finished loops (the same history objects)."""
+    results, names, finished = {}, [], {}
     for m in methods:
         for k in range(repeats):
             run = work_dir / m / f"repeat_{k}"
             if (run / "history.json").exists():
-                results.setdefault(m, []).append(json.loads((run / "history.json").read_text()))
+                history = json.loads((run / "history.json").read_text())
+                finished.setdefault(m, []).append(history)
+                results.setdefault(m, []).append(history)
             elif rows := _evaluated_generations(run):
                 results.setdefault(m, []).append(rows)
                 names.append(f"{m}/repeat_{k} ({len(rows)} generations)")
-    return results, names
+    return results, names, finished
 
 
 def _evaluated_generations(run: Path) -> list[dict]:
@@ -369,7 +372,8 @@ def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict
     config = configure(files, args.work_dir / "reference", args.set)
     if not args.aggregate_only:
         run_methods(config, args)
-    results, partial_runs = collect(args.methods, args.repeats, args.work_dir)
+    # labels and seconds to a target, and a loop's compute, exist only for finished loops
+    results, partial_runs, finished = collect(args.methods, args.repeats, args.work_dir)
     results = with_compute(results)
     stored = args.work_dir / args.methods[0] / "repeat_0" / "config.yaml"
     config = yaml.safe_load(stored.read_text()) if stored.exists() else config
@@ -383,13 +387,13 @@ def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict
                 "methods": args.methods, "repeats": args.repeats, "unfinished": partial_runs,
                 "config": config}
     summary = {"target": {k: list(v) for k, v in target.items()},
-               "labels_to_target": common.target_summary(results, target, "labels_added"),
-               "nn_seconds_to_target": common.target_summary(results, target, "nn_seconds"),
+               "labels_to_target": common.target_summary(finished, target, "labels_added"),
+               "nn_seconds_to_target": common.target_summary(finished, target, "nn_seconds"),
                "meeting_by_generation": common.meeting_by_generation(results, target,
                                                                     "labels_added"),
                "targets": {n: {"criteria": {k: list(v) for k, v in c.items()},
-                               "labels": common.target_summary(results, c, "labels_added"),
-                               "nn_seconds": common.target_summary(results, c, "nn_seconds")}
+                               "labels": common.target_summary(finished, c, "labels_added"),
+                               "nn_seconds": common.target_summary(finished, c, "nn_seconds")}
                            for n, c in (targets or {}).items()}}
     temperature = float((config.get("initial") or {}).get("temperature_K") or 300.0)
     energies = label_energies(args.methods, args.repeats, args.work_dir, temperature)
@@ -406,20 +410,22 @@ def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict
              "repeat_<r>` (the JSON holds the first one's config). Medians over repeats "
              "with 90 % bootstrap intervals; generation 0 is the committee trained on the "
              "initial data only."
-             + (f" Unfinished loops: {', '.join(partial_runs)}." if partial_runs else ""), "",
+             + (f" Unfinished loops: {', '.join(partial_runs)}; they appear in the tables "
+                "by generation and the curves, not in labels to target nor compute per loop."
+                if partial_runs else ""), "",
              "Quality is reported against labels added and against NN compute (wall "
              "seconds of training and sampling, counted per loop; loops ran two at a time on "
              "2 cores, so seconds include that sharing).", ""]
     for title, criteria in named.items():
         what = f"{title}: " if title else ""
         lines += [f"## {what}labels added to reach {common.criteria_text(criteria)}", "",
-                  common.table_labels_to_target(results, criteria, "labels_added"),
+                  common.table_labels_to_target(finished, criteria, "labels_added"),
                   "NN seconds to reach it (same runs):", "",
-                  common.table_labels_to_target(results, criteria, "nn_seconds"),
+                  common.table_labels_to_target(finished, criteria, "nn_seconds"),
                   "Repeats meeting it at each generation, of those evaluated there (median "
                   "labels added): whether a loop that got there stays there.", "",
                   common.table_meeting_by_generation(results, criteria, "labels_added")]
-    lines += ["## Compute per loop", "", compute_table(results)]
+    lines += ["## Compute per loop", "", compute_table(finished)]
     lines += ["## Label energies per repeat", "",
               "Oracle energies of each loop's added labels above the lowest initial energy of "
               "the same composition, per repeat (repeat 0, 1, ...); the last column is the "

@@ -43,6 +43,11 @@ KEYS = {"stability_training.fraction_stable": "NN-MD success, training complexes
         "stability_held_out.fraction_stable": "NN-MD success, held-out frameworks, 600 K",
         "stability_held_out_900K.fraction_stable": "NN-MD success, held-out frameworks, 900 K"}
 TARGET = {"stability_held_out.fraction_stable": (">=", 0.97)}
+# the paper's zeolite model ran 80 % of its MD successfully before any added data: a lower
+# target taken from the paper (not from these runs) that a 40-label budget can resolve
+TARGETS = {"(a) the paper's target, 97 %": TARGET,
+           "(b) the paper's starting point, 80 %": {"stability_held_out.fraction_stable":
+                                                    (">=", 0.8)}}
 
 
 def choose_complexes(data: Path, max_atoms: int, frameworks: int, per_framework: int,
@@ -155,7 +160,8 @@ def main():
         make_reference(ref, args, config)
     subset = json.loads((ref / "subset.json").read_text()) if (ref / "subset.json").exists() \
         else {"training": [], "held_out": []}
-    benchmark("zeolites", args, FILES, partial(intro, subset), KEYS, TARGET, frozenset())
+    benchmark("zeolites", args, FILES, partial(intro, subset), KEYS, TARGET, frozenset(),
+              targets=TARGETS)
 
 
 if __name__ == "__main__":

@@ -119,11 +119,12 @@ def test_collect_finished_and_unfinished_loops(tmp_path):
         (d / "metrics.json").write_text(json.dumps(r))
         if g == 0:
             (d / "sampling.json").write_text(json.dumps(sampling))
-    results, unfinished = loops.collect(["attack", "md", "random"], 2, tmp_path)
+    results, unfinished, finished = loops.collect(["attack", "md", "random"], 2, tmp_path)
     # an unfinished loop's rows are what ActiveLearning.history gives: sampling included,
     # so its compute counts the sampling it did
     assert results == {"attack": [rows], "md": [[{**rows[0], "sampling": sampling}, rows[1]]]}
     assert unfinished == ["md/repeat_1 (2 generations)"]
+    assert finished == {"attack": [rows]} and finished["attack"][0] is results["attack"][0]
     assert loops.with_compute(results)["md"][0][1]["sampling_evaluations"] == 40
 
 
