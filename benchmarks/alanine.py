@@ -141,7 +141,7 @@ def basin_uncertainty(results: dict, config: dict, work_dir: Path) -> list[str]:
     return lines + [""]
 
 
-def judge_basins(results: dict, config: dict, work_dir: Path) -> None:
+def judge_basins(results: dict, runs: dict, config: dict) -> None:
     """Basins held per generation, recomputed from each loop's labels.db with today's
     conformers judge (angles within the radius and oracle energy under the thermal ceiling,
     ``ConformerEvaluator.count_basins``): loops evaluated by the angles-only rule of the
@@ -152,8 +152,8 @@ def judge_basins(results: dict, config: dict, work_dir: Path) -> None:
     judge = conformers_judge(config)
     n_atoms = len(judge.grid[0])
     for method, histories in results.items():
-        for k, history in enumerate(histories):
-            labels = Store(work_dir / method / f"repeat_{k}" / "labels.db").training_atoms()
+        for run, history in zip(runs[method], histories, strict=True):
+            labels = Store(run / "labels.db").training_atoms()
             labels = [a for a in labels if len(a) == n_atoms]
             generation = np.array([a.info["generation"] for a in labels])
             angles = dihedral_angles(np.stack([a.positions for a in labels]),
@@ -165,7 +165,7 @@ def judge_basins(results: dict, config: dict, work_dir: Path) -> None:
                     continue
                 mine = generation <= row["generation"]
                 if mine.sum() != row["n_train"]:
-                    raise ValueError(f"{method}/repeat_{k} generation {row['generation']}: "
+                    raise ValueError(f"{method}/{run.name} generation {row['generation']}: "
                                      f"{mine.sum()} labels in labels.db, {row['n_train']} "
                                      "trained on")
                 counts = judge.count_basins(angles[mine], energy[mine])

@@ -18,6 +18,7 @@ import copy
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -170,22 +171,38 @@ def run_loop(config: dict, seed: int, run_dir: Path, shared: Path | None = None)
     return al.history()
 
 
-def collect(methods: list[str], repeats: int, work_dir: Path) -> tuple[dict, list[str], dict]:
-    """Per method the histories of its loops (history.json, else the generations evaluated so
-    far: an unfinished loop, named in the list returned too), and the same restricted to the
-    finished loops (the same history objects)."""
-    results, names, finished = {}, [], {}
+@dataclass
+class Collected:
+    """The loops of a benchmark's work directory, as ``collect`` finds them.
+
+    results: method -> histories (lists of generation rows), finished loops and unfinished
+    ones (the generations evaluated so far); runs: method -> the run directory of each of
+    those histories, in the same order; unfinished: "<method>/repeat_<r> (<n> generations)"
+    names; finished: method -> the finished loops' histories only (the same objects)."""
+
+    results: dict = field(default_factory=dict)
+    runs: dict = field(default_factory=dict)
+    unfinished: list = field(default_factory=list)
+    finished: dict = field(default_factory=dict)
+
+
+def collect(methods: list[str], repeats: int, work_dir: Path) -> Collected:
+    """Per method the histories of its loops: history.json, else the generations evaluated
+    so far (an unfinished loop)."""
+    found = Collected()
     for m in methods:
         for k in range(repeats):
             run = work_dir / m / f"repeat_{k}"
             if (run / "history.json").exists():
                 history = json.loads((run / "history.json").read_text())
-                finished.setdefault(m, []).append(history)
-                results.setdefault(m, []).append(history)
-            elif rows := _evaluated_generations(run):
-                results.setdefault(m, []).append(rows)
-                names.append(f"{m}/repeat_{k} ({len(rows)} generations)")
-    return results, names, finished
+                found.finished.setdefault(m, []).append(history)
+            elif history := _evaluated_generations(run):
+                found.unfinished.append(f"{m}/repeat_{k} ({len(history)} generations)")
+            else:
+                continue
+            found.results.setdefault(m, []).append(history)
+            found.runs.setdefault(m, []).append(run)
+    return found
 
 
 def _evaluated_generations(run: Path) -> list[dict]:
@@ -367,18 +384,20 @@ def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict
     ``log``: the metrics plotted on a log scale; ``targets``: more named criteria, each with
     its own labels-to-target table (``target`` is the one drawn on the curves); ``after``:
     (results, config, out_dir) -> extra document lines (e.g. figures of the driver's own);
-    ``rejudge``: (results, config, work_dir) -> None, recomputes metrics of the collected
-    rows in place from the loops' stored data (a judge fixed after the loops ran)."""
+    ``rejudge``: (results, runs, config) -> None, recomputes metrics of the collected
+    rows in place from the loops' stored data in ``runs`` (method -> run directory of each
+    history, see ``Collected``; for a judge fixed after the loops ran)."""
     config = configure(files, args.work_dir / "reference", args.set)
     if not args.aggregate_only:
         run_methods(config, args)
+    found = collect(args.methods, args.repeats, args.work_dir)
     # labels and seconds to a target, and a loop's compute, exist only for finished loops
-    results, partial_runs, finished = collect(args.methods, args.repeats, args.work_dir)
-    results = with_compute(results)
+    results, partial_runs, finished = with_compute(found.results), found.unfinished, \
+        found.finished
     stored = args.work_dir / args.methods[0] / "repeat_0" / "config.yaml"
     config = yaml.safe_load(stored.read_text()) if stored.exists() else config
     if rejudge is not None:
-        rejudge(results, config, args.work_dir)
+        rejudge(results, found.runs, config)
     named = {**({} if target in (targets or {}).values() else {"": target}),  # no table twice
              **(targets or {})}
     command = " ".join(["python", f"benchmarks/{name}.py", *(

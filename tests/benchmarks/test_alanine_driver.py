@@ -39,15 +39,15 @@ def test_judge_basins_counts_thermal_labels_per_generation(tmp_path):
                             "psi": [3, 4, 6, 8]}]}
     history = [{"generation": 0, "n_train": 1, "conformers": {"basin_counts": [9, 9, 9, 9]}},
                {"generation": 1, "n_train": 3, "conformers": {}}]
-    alanine.judge_basins({"attack": [history]}, config, tmp_path)
+    alanine.judge_basins({"attack": [history]}, {"attack": [run]}, config)
     # the committed scan's basins, lowest first: C7eq, C7ax, C5, (-160°, -60°)
     assert history[0]["conformers"]["basin_counts"] == [1, 0, 0, 0]
     assert history[1]["conformers"]["basin_counts"] == [1, 0, 1, 0]
     assert history[1]["conformers"]["fraction_basins_visited"] == 0.5
     assert 1.3 < history[1]["conformers"]["basin_energy_eV"] < 1.4
     history[1]["n_train"] = 4  # labels.db and the history disagree: said, not guessed
-    with pytest.raises(ValueError, match="repeat_0 generation 1"):
-        alanine.judge_basins({"attack": [history]}, config, tmp_path)
+    with pytest.raises(ValueError, match="attack/repeat_0 generation 1"):
+        alanine.judge_basins({"attack": [history]}, {"attack": [run]}, config)
 
 
 def test_basin_uncertainty_reports_the_committee_spread_at_the_basins(tmp_path):

@@ -119,12 +119,16 @@ def test_collect_finished_and_unfinished_loops(tmp_path):
         (d / "metrics.json").write_text(json.dumps(r))
         if g == 0:
             (d / "sampling.json").write_text(json.dumps(sampling))
-    results, unfinished, finished = loops.collect(["attack", "md", "random"], 2, tmp_path)
+    found = loops.collect(["attack", "md", "random"], 2, tmp_path)
+    results = found.results
     # an unfinished loop's rows are what ActiveLearning.history gives: sampling included,
     # so its compute counts the sampling it did
     assert results == {"attack": [rows], "md": [[{**rows[0], "sampling": sampling}, rows[1]]]}
-    assert unfinished == ["md/repeat_1 (2 generations)"]
-    assert finished == {"attack": [rows]} and finished["attack"][0] is results["attack"][0]
+    assert found.unfinished == ["md/repeat_1 (2 generations)"]
+    assert found.runs == {"attack": [tmp_path / "attack" / "repeat_0"],
+                          "md": [tmp_path / "md" / "repeat_1"]}
+    assert found.finished == {"attack": [rows]}
+    assert found.finished["attack"][0] is results["attack"][0]
     assert loops.with_compute(results)["md"][0][1]["sampling_evaluations"] == 40
 
 
