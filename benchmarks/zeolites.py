@@ -21,7 +21,8 @@ generations each test's ``every`` names (held out at 600 K: 0, 4 and the last; t
 closer than 0.5 Å and no bond of the starting connectivity (within 1.2x the covalent radii
 sum: Si-O, C-H, N-H, ...) stretches past 1.5x (benchmarks/zeolites_judge.py checks that
 GFN1-xTB's own MD passes this judge). Loops run in runs/benchmarks/zeolites/<method>/
-repeat_<r>/ (resumable); writes docs/benchmarks/zeolites.{md,json} and zeolites_curves.png.
+repeat_<r>/ (resumable); writes docs/benchmarks/zeolites.{md,json} and zeolites_curves.png,
+the document ending with each test's successful runs per complex and failures by culprit.
 """
 
 from __future__ import annotations
@@ -142,6 +143,47 @@ def intro(subset: dict, config: dict) -> list[str]:
         "fraction of runs with no contact < 0.5 Å and no starting bond stretched past 1.5x."]
 
 
+def by_complex(results: dict, subset: dict, test: str = "stability_held_out",
+               group: str = "held_out") -> list[str]:
+    """Document lines: per method and evaluated generation, the successful runs of ``test``
+    out of those run, per start complex of ``subset[group]`` (summed over the repeats
+    evaluated there, from "fraction_stable_per_start"), and the failures by culprit."""
+    names = [f"{c['host']}/{c['guest']}" for c in subset.get(group, [])]
+    lines = [f"## {KEYS[f'{test}.fraction_stable']}: successful runs per complex", "",
+             "Summed over the repeats evaluated at that generation (runs per complex = "
+             "repeats x runs per start); failures by culprit: the first check a failed run "
+             "broke (a bond named by its elements).", "",
+             "| method | generation (labels added) | repeats | " + " | ".join(names)
+             + " | failures by culprit |", "|---" * (4 + len(names)) + "|"]
+    for method, histories in results.items():
+        rows: dict[int, list[dict]] = {}
+        for history in histories:
+            for row in history:
+                if "fraction_stable_per_start" in (row.get(test) or {}):
+                    rows.setdefault(int(row["generation"]), []).append(row)
+        for generation, at in sorted(rows.items()):
+            ok, runs, culprits = [0] * len(names), [0] * len(names), {}
+            for row in at:
+                result = row[test]
+                per_start = result["fraction_stable_per_start"]
+                if len(per_start) != len(names):
+                    raise ValueError(f"{method} generation {generation}: {len(per_start)} "
+                                     f"starts in {test}, {len(names)} {group} complexes")
+                each = result["runs"] // len(per_start)
+                for k, fraction in enumerate(per_start):
+                    ok[k] += round(fraction * each)
+                    runs[k] += each
+                for culprit, n in (result.get("failures_by_culprit") or {}).items():
+                    culprits[culprit] = culprits.get(culprit, 0) + n
+            labels = ", ".join(str(int(r["labels_added"])) for r in at)
+            failed = ", ".join(f"{c.removeprefix('bond broken ')} {n}"
+                               for c, n in sorted(culprits.items(), key=lambda c: -c[1]))
+            lines.append(f"| {method} | {generation} ({labels}) | {len(at)} | "
+                         + " | ".join(f"{o}/{r}" for o, r in zip(ok, runs))
+                         + f" | {failed or '–'} |")
+    return lines + [""]
+
+
 def main():
     p = parser(__doc__, "zeolites", ["attack", "md_300K", "md_600K"], repeats=1)
     p.add_argument("--data", type=Path, default=DATA, help="host-guest complexes (JSON)")
@@ -161,7 +203,10 @@ def main():
     subset = json.loads((ref / "subset.json").read_text()) if (ref / "subset.json").exists() \
         else {"training": [], "held_out": []}
     benchmark("zeolites", args, FILES, partial(intro, subset), KEYS, TARGET, frozenset(),
-              targets=TARGETS)
+              targets=TARGETS, after=lambda results, config, out_dir: [
+                  *by_complex(results, subset),
+                  *by_complex(results, subset, "stability_held_out_900K"),
+                  *by_complex(results, subset, "stability_training", "training")])
 
 
 if __name__ == "__main__":
