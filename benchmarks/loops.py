@@ -391,9 +391,11 @@ def benchmark(name: str, args, files: list[str], intro, keys: dict, target: dict
     if not args.aggregate_only:
         run_methods(config, args)
     found = collect(args.methods, args.repeats, args.work_dir)
-    # labels and seconds to a target, and a loop's compute, exist only for finished loops
-    results, partial_runs, finished = with_compute(found.results), found.unfinished, \
-        found.finished
+    # labels and seconds to a target, and a loop's compute, exist only for finished loops;
+    # with_compute adds "nn_seconds" to the rows in place, so the finished ones (the same
+    # rows) have it too
+    results = with_compute(found.results)
+    partial_runs, finished = found.unfinished, found.finished
     stored = args.work_dir / args.methods[0] / "repeat_0" / "config.yaml"
     config = yaml.safe_load(stored.read_text()) if stored.exists() else config
     if rejudge is not None:
