@@ -177,8 +177,9 @@ class Collected:
 
     results: method -> histories (lists of generation rows), finished loops and unfinished
     ones (the generations evaluated so far); runs: method -> the run directory of each of
-    those histories, in the same order; unfinished: "<method>/repeat_<r> (<n> generations)"
-    names; finished: method -> the finished loops' histories only (the same objects)."""
+    those histories, in the same order; unfinished: names "<method>/repeat_<r> (<n>
+    generations evaluated)"; finished: method -> the finished loops' histories only (the
+    same objects)."""
 
     results: dict = field(default_factory=dict)
     runs: dict = field(default_factory=dict)
@@ -197,7 +198,9 @@ def collect(methods: list[str], repeats: int, work_dir: Path) -> Collected:
                 history = json.loads((run / "history.json").read_text())
                 found.finished.setdefault(m, []).append(history)
             elif history := _evaluated_generations(run):
-                found.unfinished.append(f"{m}/repeat_{k} ({len(history)} generations)")
+                plural = "s" * (len(history) != 1)
+                found.unfinished.append(
+                    f"{m}/repeat_{k} ({len(history)} generation{plural} evaluated)")
             else:
                 continue
             found.results.setdefault(m, []).append(history)

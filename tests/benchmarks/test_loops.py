@@ -124,7 +124,7 @@ def test_collect_finished_and_unfinished_loops(tmp_path):
     # an unfinished loop's rows are what ActiveLearning.history gives: sampling included,
     # so its compute counts the sampling it did
     assert results == {"attack": [rows], "md": [[{**rows[0], "sampling": sampling}, rows[1]]]}
-    assert found.unfinished == ["md/repeat_1 (2 generations)"]
+    assert found.unfinished == ["md/repeat_1 (2 generations evaluated)"]
     assert found.runs == {"attack": [tmp_path / "attack" / "repeat_0"],
                           "md": [tmp_path / "md" / "repeat_1"]}
     assert found.finished == {"attack": [rows]}
