@@ -36,3 +36,67 @@ def test_by_complex_refuses_a_test_of_other_starts():
     with pytest.raises(ValueError, match="md generation 4: 3 starts in stability_held_out, "
                                          "2 held_out complexes"):
         zeolites.by_complex(results, SUBSET)
+
+
+def _labelled_frames(n: int) -> list:
+    """n periodic frames of a small Si-O-N cell with made-up oracle labels."""
+    import numpy as np
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    rng = np.random.default_rng(3)
+    base = Atoms("Si2O3N", positions=[[0, 0, 0], [3.1, 0, 0], [1.55, 0.3, 0], [0, 1.6, 0],
+                                      [3.1, 1.6, 0.2], [1.5, 2.9, 0.4]],
+                 cell=[6.2, 5.0, 5.0], pbc=True)
+    frames = []
+    for _ in range(n):
+        a = base.copy()
+        a.positions += rng.normal(scale=0.05, size=a.positions.shape)
+        a.calc = SinglePointCalculator(a, energy=float(rng.normal(-30.0, 0.5)),
+                                       forces=rng.normal(scale=0.5, size=(len(a), 3)))
+        frames.append(a)
+    return frames
+
+
+def test_oracle_md_errors_match_the_committee_mean_on_every_kth_frame(tmp_path):
+    import json
+
+    import ase.io
+    import numpy as np
+
+    from advsample.calculator import CommitteeCalculator
+    from advsample.committee import Committee
+
+    frames = _labelled_frames(7)
+    (tmp_path / "judge").mkdir()
+    ase.io.write(tmp_path / "judge" / "held_out_1_600K_4000steps.extxyz", frames)
+    committee = Committee.build("painn", 2, features=8, interactions=1, cutoff=3.5, n_rbf=6,
+                                dtype="float64")
+    run = tmp_path / "attack" / "repeat_0" / "generations"
+    for generation, tested in ((0, True), (2, False), (4, True)):
+        (run / f"gen_{generation:03d}").mkdir(parents=True)
+        committee.save(run / f"gen_{generation:03d}" / "committee.pt")
+        metrics = {"labels_added": 5 * generation,
+                   **({"stability_held_out": {"runs": 4}} if tested else {})}
+        (run / f"gen_{generation:03d}" / "metrics.json").write_text(json.dumps(metrics))
+    lines = zeolites.oracle_md_errors(["attack"], tmp_path, SUBSET, every=3)
+    assert "ABW/CCN" in lines[2] and "3 structures" in lines[2]  # frames 0, 3, 6
+    rows = [line.split(" | ") for line in lines if line.startswith("| attack")]
+    assert [r[1] for r in rows] == ["0 (0)", "4 (20)"]  # generation 2 had no held-out test
+    # independently: the committee mean through its ASE calculator on frames 0, 3, 6
+    calc = CommitteeCalculator(committee)
+    force_errors, energy_errors = [], []
+    for a in frames[::3]:
+        b = a.copy()
+        b.calc = calc
+        force_errors.append(b.get_forces() - a.get_forces())
+        energy_errors.append((b.get_potential_energy() - a.get_potential_energy()) / len(a))
+    force_rmse = np.sqrt(np.mean(np.square(force_errors)))
+    energy_rmse = 1e3 * np.sqrt(np.mean(np.square(energy_errors)))
+    for r in rows:
+        assert float(r[2]) == pytest.approx(force_rmse, abs=6e-4)
+        assert float(r[3]) == pytest.approx(energy_rmse, abs=0.06)
+
+
+def test_oracle_md_errors_without_oracle_trajectories_add_nothing(tmp_path):
+    assert zeolites.oracle_md_errors(["attack"], tmp_path, SUBSET) == []
