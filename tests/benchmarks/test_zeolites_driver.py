@@ -38,13 +38,13 @@ def test_by_complex_refuses_a_test_of_other_starts():
         zeolites.by_complex(results, SUBSET)
 
 
-def _labelled_frames(n: int) -> list:
+def _labelled_frames(n: int, seed: int) -> list:
     """n periodic frames of a small Si-O-N cell with made-up oracle labels."""
     import numpy as np
     from ase import Atoms
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     base = Atoms("Si2O3N", positions=[[0, 0, 0], [3.1, 0, 0], [1.55, 0.3, 0], [0, 1.6, 0],
                                       [3.1, 1.6, 0.2], [1.5, 2.9, 0.4]],
                  cell=[6.2, 5.0, 5.0], pbc=True)
@@ -59,6 +59,9 @@ def _labelled_frames(n: int) -> list:
 
 
 def test_oracle_md_errors_match_the_committee_mean_on_every_kth_frame(tmp_path):
+    """Two held-out complexes (the energy labels of the second 2 eV higher): force RMSE,
+    relative-energy RMSE (each complex's mean error removed) and RMS offset over complexes
+    as an independent computation through the ASE calculator gives them."""
     import json
 
     import ase.io
@@ -67,9 +70,12 @@ def test_oracle_md_errors_match_the_committee_mean_on_every_kth_frame(tmp_path):
     from advsample.calculator import CommitteeCalculator
     from advsample.committee import Committee
 
-    frames = _labelled_frames(7)
     (tmp_path / "judge").mkdir()
-    ase.io.write(tmp_path / "judge" / "held_out_1_600K_4000steps.extxyz", frames)
+    complexes = [_labelled_frames(7, 3), _labelled_frames(7, 4)]
+    for a in complexes[1]:
+        a.calc.results["energy"] += 2.0
+    for k, frames in enumerate(complexes):
+        ase.io.write(tmp_path / "judge" / f"held_out_{k}_600K_4000steps.extxyz", frames)
     committee = Committee.build("painn", 2, features=8, interactions=1, cutoff=3.5, n_rbf=6,
                                 dtype="float64")
     run = tmp_path / "attack" / "repeat_0" / "generations"
@@ -80,22 +86,29 @@ def test_oracle_md_errors_match_the_committee_mean_on_every_kth_frame(tmp_path):
                    **({"stability_held_out": {"runs": 4}} if tested else {})}
         (run / f"gen_{generation:03d}" / "metrics.json").write_text(json.dumps(metrics))
     lines = zeolites.oracle_md_errors(["attack"], tmp_path, SUBSET, every=3)
-    assert "ABW/CCN" in lines[2] and "3 structures" in lines[2]  # frames 0, 3, 6
+    assert "DFT/CNC, ABW/CCN" in lines[2] and "6 structures" in lines[2]  # frames 0, 3, 6 of each
     rows = [line.split(" | ") for line in lines if line.startswith("| attack")]
     assert [r[1] for r in rows] == ["0 (0)", "4 (20)"]  # generation 2 had no held-out test
     # independently: the committee mean through its ASE calculator on frames 0, 3, 6
     calc = CommitteeCalculator(committee)
-    force_errors, energy_errors = [], []
-    for a in frames[::3]:
-        b = a.copy()
-        b.calc = calc
-        force_errors.append(b.get_forces() - a.get_forces())
-        energy_errors.append((b.get_potential_energy() - a.get_potential_energy()) / len(a))
-    force_rmse = np.sqrt(np.mean(np.square(force_errors)))
-    energy_rmse = 1e3 * np.sqrt(np.mean(np.square(energy_errors)))
+    force_errors, relative, offsets = [], [], []
+    for frames in complexes:
+        energy_errors = []
+        for a in frames[::3]:
+            b = a.copy()
+            b.calc = calc
+            force_errors.append(b.get_forces() - a.get_forces())
+            energy_errors.append(1e3 * (b.get_potential_energy() - a.get_potential_energy())
+                                 / len(a))
+        offsets.append(np.mean(energy_errors))
+        relative += list(np.array(energy_errors) - offsets[-1])
+    assert abs(offsets[1] - offsets[0]) > 100  # the 2 eV shift, in meV/atom
     for r in rows:
-        assert float(r[2]) == pytest.approx(force_rmse, abs=6e-4)
-        assert float(r[3]) == pytest.approx(energy_rmse, abs=0.06)
+        assert float(r[2]) == pytest.approx(np.sqrt(np.mean(np.square(force_errors))),
+                                            abs=6e-4)
+        assert float(r[3]) == pytest.approx(np.sqrt(np.mean(np.square(relative))), abs=0.06)
+        assert float(r[4].rstrip(" |")) == pytest.approx(np.sqrt(np.mean(np.square(offsets))),
+                                                         abs=0.06)
 
 
 def test_oracle_md_errors_without_oracle_trajectories_add_nothing(tmp_path):
