@@ -356,19 +356,33 @@ def run_methods(config: dict, args) -> None:
     """Every method x repeat of ``config``. The methods whose generation 0 depends on nothing
     they do not share (the same config but for SAMPLING_KEYS) start from one generation 0
     per repeat, made first in <work dir>/generation_0/: it is the same committee in every
-    one of them, and its evaluation (long NN-MD tests) is paid once. Finished loops whose
-    method now has higher limits run on (:func:`raise_limits`)."""
+    one of them, and its evaluation (long NN-MD tests) is paid once; a method run alone
+    starts from it too when an earlier run made it with the same config. Finished loops
+    whose method now has higher limits run on (:func:`raise_limits`)."""
     configs = {m: method_config(config, m) for m in args.methods}
     first = before_sampling(configs[args.methods[0]])
     sharing = [m for m in args.methods if before_sampling(configs[m]) == first]
-    if len(sharing) > 1:
+    shared = len(sharing) > 1 or _made_generation_0(args.work_dir, first)
+    if shared:
         common.run_repeats({GENERATION_0: partial(run_generation_0, configs[sharing[0]])},
                            args.repeats, args.work_dir, args.workers)
     raise_limits(configs, args.repeats, args.work_dir)
     fns = {m: partial(run_loop, configs[m]) for m in args.methods}
-    for m in sharing if len(sharing) > 1 else []:
+    for m in sharing if shared else []:
         fns[m] = partial(_shared_loop, configs[m], args.work_dir / GENERATION_0)
     common.run_repeats(fns, args.repeats, args.work_dir, args.workers)
+
+
+def _made_generation_0(work_dir: Path, first: dict) -> bool:
+    """Whether <work dir>/generation_0/ already holds generation 0 of the config part
+    ``first`` (:func:`before_sampling`): an earlier run of methods that share it, which a
+    method run alone later (a new baseline on the same repeats) starts from too."""
+    stored = work_dir / GENERATION_0 / "repeat_0" / "config.yaml"
+    if not stored.exists():
+        return False
+    made = before_sampling(yaml.safe_load(stored.read_text()))
+    return {k: v for k, v in made.items() if k != "seed"} == \
+        {k: v for k, v in first.items() if k != "seed"}
 
 
 def _shared_loop(config: dict, shared_root: Path, seed: int, run_dir: Path) -> list[dict]:

@@ -174,6 +174,23 @@ def test_methods_that_sample_differently_share_one_generation_0(tmp_path):
     assert not (tmp_path / loops.GENERATION_0 / "longer").exists()
 
 
+def test_a_method_run_alone_later_starts_from_the_shared_generation_0(tmp_path):
+    import types
+
+    config = _toy_config()
+    config["methods"]["late"] = {"sampler": {"type": "random"}, "select": {"max_new": 3}}
+    run = types.SimpleNamespace(repeats=1, work_dir=tmp_path, workers=1)
+    loops.run_methods(config, types.SimpleNamespace(**vars(run), methods=["attack", "random"]))
+    shared = (tmp_path / loops.GENERATION_0 / "repeat_0/generations/gen_000/train.json")
+    loops.run_methods(config, types.SimpleNamespace(**vars(run), methods=["late"]))
+    late = tmp_path / "late" / "repeat_0"
+    assert (late / "generations/gen_000/train.json").read_text() == shared.read_text()
+    assert [h["generation"] for h in json.loads((late / "history.json").read_text())] == [0, 1]
+    loops.run_methods(config, types.SimpleNamespace(**vars(run), methods=["longer"]))
+    own = tmp_path / "longer/repeat_0/generations/gen_000/train.json"  # trains differently
+    assert json.loads(own.read_text()) != json.loads(shared.read_text())
+
+
 def test_compute_counts_sampling_evaluations_per_loop():
     history = [{"generation": 0, "labels_added": 0, "train_seconds": 2.0,
                 "sampling": {"seconds": 1.0, "nn_evaluations": 100}},
