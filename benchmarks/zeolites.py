@@ -186,7 +186,7 @@ def by_complex(results: dict, subset: dict, test: str = "stability_held_out",
     return lines + [""]
 
 
-def oracle_md_errors(methods: list[str], work_dir: Path, subset: dict,
+def oracle_md_errors(methods: list[str], work_dir: Path, subset: dict, out: Path | None = None,
                      every: int = 20) -> list[str]:
     """Document lines: force and energy errors of each loop's committees (the generations
     with a held-out NN-MD test) on GFN1-xTB MD of held-out complexes, every ``every``-th
@@ -197,7 +197,8 @@ def oracle_md_errors(methods: list[str], work_dir: Path, subset: dict,
     complex's mean error (an offset, which moves no atom but shifts the complex against
     others, e.g. a binding energy) and the rest (relative energies along the trajectory,
     what the dynamics feels). A committee file met twice (generation 0, shared by the
-    methods of a repeat) is evaluated once."""
+    methods of a repeat) is evaluated once. ``out``: a JSON file for the numbers, per
+    method, repeat and generation."""
     import hashlib
 
     import numpy as np
@@ -244,7 +245,7 @@ def oracle_md_errors(methods: list[str], work_dir: Path, subset: dict,
              "dynamics feels).", "",
              "| method | generation (labels added) | force RMSE (eV/Å) | relative energy RMSE "
              "(meV/atom) | RMS energy offset (meV/atom) |", "|---|---|---|---|---|"]
-    seen = {}
+    seen, table = {}, {}
     for method in methods:
         by_generation: dict[int, list] = {}
         for run in sorted((work_dir / method).glob("repeat_*")):
@@ -261,11 +262,20 @@ def oracle_md_errors(methods: list[str], work_dir: Path, subset: dict,
                 generation = int(path.parent.name.removeprefix("gen_"))
                 by_generation.setdefault(generation, []).append(
                     (metrics["labels_added"], seen[digest]))
+                table.setdefault(method, {}).setdefault(run.name, {})[generation] = dict(
+                    zip(("labels_added", "forces_rmse", "relative_energy_rmse_meV_atom",
+                         "rms_energy_offset_meV_atom"),
+                        (metrics["labels_added"], *seen[digest]), strict=True))
         for generation, at in sorted(by_generation.items()):
             cells = [", ".join(f"{e[i]:.{digits}f}" for _, e in at)
                      for i, digits in ((0, 3), (1, 1), (2, 1))]
             labels = ", ".join(str(int(n)) for n, _ in at)
             lines.append(f"| {method} | {generation} ({labels}) | " + " | ".join(cells) + " |")
+    if out is not None:
+        out.write_text(json.dumps({"complexes": names, "every": every,
+                                   "frames": sum(len(g[2]) for g in groups),
+                                   "errors": table}, indent=1))
+        lines += ["", f"Numbers: `{out.name}`."]
     return lines + [""]
 
 
@@ -292,7 +302,8 @@ def main():
                   *by_complex(results, subset),
                   *by_complex(results, subset, "stability_held_out_900K"),
                   *by_complex(results, subset, "stability_training", "training"),
-                  *oracle_md_errors(args.methods, args.work_dir, subset)])
+                  *oracle_md_errors(args.methods, args.work_dir, subset,
+                                    out_dir / f"{args.doc_name}_oracle_md_errors.json")])
 
 
 if __name__ == "__main__":

@@ -85,7 +85,8 @@ def test_oracle_md_errors_match_the_committee_mean_on_every_kth_frame(tmp_path):
         metrics = {"labels_added": 5 * generation,
                    **({"stability_held_out": {"runs": 4}} if tested else {})}
         (run / f"gen_{generation:03d}" / "metrics.json").write_text(json.dumps(metrics))
-    lines = zeolites.oracle_md_errors(["attack"], tmp_path, SUBSET, every=3)
+    lines = zeolites.oracle_md_errors(["attack"], tmp_path, SUBSET, tmp_path / "e.json",
+                                      every=3)
     assert "DFT/CNC, ABW/CCN" in lines[2] and "6 structures" in lines[2]  # frames 0, 3, 6 of each
     rows = [line.split(" | ") for line in lines if line.startswith("| attack")]
     assert [r[1] for r in rows] == ["0 (0)", "4 (20)"]  # generation 2 had no held-out test
@@ -109,6 +110,10 @@ def test_oracle_md_errors_match_the_committee_mean_on_every_kth_frame(tmp_path):
         assert float(r[3]) == pytest.approx(np.sqrt(np.mean(np.square(relative))), abs=0.06)
         assert float(r[4].rstrip(" |")) == pytest.approx(np.sqrt(np.mean(np.square(offsets))),
                                                          abs=0.06)
+    stored = json.loads((tmp_path / "e.json").read_text())["errors"]["attack"]["repeat_0"]
+    assert sorted(stored) == ["0", "4"]
+    assert stored["4"]["forces_rmse"] == pytest.approx(np.sqrt(np.mean(np.square(force_errors))))
+    assert stored["4"]["labels_added"] == 20
 
 
 def test_oracle_md_errors_without_oracle_trajectories_add_nothing(tmp_path):
