@@ -15,9 +15,10 @@ of the moment it starts. Children are started on demand and kept, idle, for late
 same process; one child serves one oracle (compared by its pickle).
 
 Protocol, on the child's stdin and stdout: frames of an 8-byte big-endian length followed by that
-many bytes of pickle. The parent first sends the pickled oracle; the child loads it and answers
-None when ready, or the error message; the time limit does not include this start (importing
-the package and the oracle's libraries takes seconds), which must end within ``START_TIMEOUT_S``.
+many bytes of pickle. The parent first sends the pickled oracle; the child loads it, builds one
+calculator (oracles import their libraries there) and answers None when ready, or the error
+message; the time limit does not include this start (importing the package and the oracle's
+libraries takes seconds), which must end within ``START_TIMEOUT_S``.
 Then each request is one pickled ``Atoms`` and its answer one pickled :class:`LabelResult`. The
 child moves its real stdout to a private descriptor and points descriptor 1 at stderr, so what
 oracle libraries print cannot corrupt the protocol. The child exits when its stdin closes
@@ -283,6 +284,11 @@ def _serve() -> None:
     except Exception as exc:
         _write_frame(replies, pickle.dumps(describe_exception(exc)))
         return
+    # one calculator now imports the oracle's libraries (tblite, pyscf, an ASE calculator's
+    # module: oracles import them lazily) before any limit applies; a failure here is the
+    # first label's to report
+    with contextlib.suppress(Exception):
+        oracle.calculator()
     _write_frame(replies, pickle.dumps(None))
     while (request := _read_frame(requests)) is not None:
         try:
